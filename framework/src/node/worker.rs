@@ -1,0 +1,348 @@
+//! A task slot: one OS thread that runs attempts one after another.
+//!
+//! Guests run synchronously on these threads, never on the async reactor:
+//! wasmtime's synchronous calls are the fastest way to run short tasks, and a
+//! guest that computes for an hour blocks only its own slot. Each slot owns
+//! its `inputs` and `output` folders and empties them after every attempt.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::cache::Cache;
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::model::{Failure, FailureKind, TaskKind, now_ms};
+use crate::protocol::{
+    Assignment, AttemptReport, Coordinator, InputFile, LogRef, Outcome, OutputFile,
+};
+use crate::runtime::{
+    AttemptRun, GuestFile, GuestJob, GuestTask, GuestTaskResult, Runtime, Sandbox, human_bytes,
+};
+
+/// Most files one attempt may leave in `/output`.
+const MAX_OUTPUT_FILES: usize = 100_000;
+
+/// An attempt ready to run: its assignment and everything fetched for it.
+pub(super) struct Work {
+    pub(super) assignment: Assignment,
+    pub(super) app_dir: PathBuf,
+    pub(super) cancel: Arc<AtomicBool>,
+    pub(super) progress: Arc<AtomicU32>,
+}
+
+/// What a slot needs to run attempts.
+pub(super) struct Slot<C> {
+    pub(super) node_id: String,
+    pub(super) runtime: Runtime,
+    pub(super) coordinator: Arc<C>,
+    pub(super) cache: Arc<Cache>,
+    pub(super) handle: tokio::runtime::Handle,
+    pub(super) inputs: PathBuf,
+    pub(super) output: PathBuf,
+}
+
+impl<C: Coordinator> Slot<C> {
+    /// Prepares the slot's folders.
+    pub(super) fn prepare(dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+        let inputs = dir.join("inputs");
+        let output = dir.join("output");
+        for d in [&inputs, &output] {
+            if d.exists() {
+                std::fs::remove_dir_all(d)?;
+            }
+            std::fs::create_dir_all(d)?;
+        }
+        Ok((inputs, output))
+    }
+
+    /// Runs one attempt and reports how it ended; never fails.
+    pub(super) fn run(&self, work: &Work) -> AttemptReport {
+        let started_at = now_ms();
+        let a = &work.assignment;
+        let run = if work.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            AttemptRun {
+                result: Err(Failure::new(
+                    FailureKind::Cancelled,
+                    "the attempt was cancelled before it started",
+                )),
+                stdout: Bytes::new(),
+                stderr: Bytes::new(),
+                peak_memory: 0,
+            }
+        } else {
+            self.execute(work)
+        };
+        let outcome = match run.result {
+            Ok(plan) => match self.collect_outputs(a) {
+                Ok(outputs) => Outcome::Succeeded { outputs, plan },
+                Err(failure) => Outcome::Failed(failure),
+            },
+            Err(failure) => Outcome::Failed(failure),
+        };
+        let (stdout, stderr, outcome) =
+            match (self.store_log(run.stdout), self.store_log(run.stderr)) {
+                (Ok(out), Ok(err)) => (out, err, outcome),
+                (Err(e), _) | (_, Err(e)) => (
+                    LogRef::default(),
+                    LogRef::default(),
+                    Outcome::Failed(Failure::new(
+                        FailureKind::Internal,
+                        format!("storing the logs failed: {e}"),
+                    )),
+                ),
+            };
+        self.clean(a);
+        AttemptReport {
+            key: a.key.clone(),
+            outcome,
+            stdout,
+            stderr,
+            started_at,
+            finished_at: now_ms(),
+            peak_memory: run.peak_memory,
+        }
+    }
+
+    fn execute(&self, work: &Work) -> AttemptRun<Option<crate::protocol::SplitPlan>> {
+        let a = &work.assignment;
+        if let Err(e) = self.mount_inputs(a) {
+            return AttemptRun {
+                result: Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("preparing /inputs failed: {e}"),
+                )),
+                stdout: Bytes::new(),
+                stderr: Bytes::new(),
+                peak_memory: 0,
+            };
+        }
+        let sandbox = Sandbox {
+            app: work.app_dir.clone(),
+            inputs: self.inputs.clone(),
+            output: (a.kind != TaskKind::Split).then(|| self.output.clone()),
+            env: environment(a, &self.node_id),
+            limits: a.limits,
+            cancel: work.cancel.clone(),
+            progress: work.progress.clone(),
+        };
+        let files = |list: &[InputFile]| {
+            list.iter()
+                .map(|f| GuestFile {
+                    name: f.path.clone(),
+                    size: f.size,
+                })
+                .collect::<Vec<_>>()
+        };
+        let job = || GuestJob {
+            id: a.key.job_id.clone(),
+            app: a.app.clone(),
+            app_version: a.app_version,
+            parameters: a.job_parameters.clone(),
+            inputs: files(&a.inputs),
+        };
+        match a.kind {
+            TaskKind::Split => {
+                let run = self.runtime.split(&a.component, &sandbox, &job());
+                AttemptRun {
+                    result: run.result.map(Some),
+                    stdout: run.stdout,
+                    stderr: run.stderr,
+                    peak_memory: run.peak_memory,
+                }
+            }
+            TaskKind::Process => {
+                let task = GuestTask {
+                    job_id: a.key.job_id.clone(),
+                    name: a.task.clone(),
+                    attempt: a.key.attempt,
+                    job_parameters: a.job_parameters.clone(),
+                    parameters: a.parameters.clone(),
+                    inputs: files(&a.inputs),
+                };
+                without_plan(self.runtime.process(&a.component, &sandbox, &task))
+            }
+            TaskKind::Merge => {
+                let results: Vec<GuestTaskResult> = a
+                    .results
+                    .iter()
+                    .map(|r| GuestTaskResult {
+                        name: r.name.clone(),
+                        parameters: r.parameters.clone(),
+                        outputs: files(&r.outputs),
+                    })
+                    .collect();
+                without_plan(self.runtime.merge(&a.component, &sandbox, &job(), &results))
+            }
+        }
+    }
+
+    /// Links every input of the attempt into the slot's `inputs` folder.
+    fn mount_inputs(&self, a: &Assignment) -> Result<(), Error> {
+        let results = a.results.iter().flat_map(|r| {
+            r.outputs
+                .iter()
+                .map(move |o| (format!("{}/{}", r.name, o.path), &o.digest))
+        });
+        let all = a
+            .inputs
+            .iter()
+            .map(|i| (i.path.clone(), &i.digest))
+            .chain(results);
+        for (path, digest) in all {
+            let relative = crate::package::check_relative_path(&path)?;
+            let target = self.inputs.join(relative);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let source = self.cache.file_path(digest);
+            if std::fs::hard_link(&source, &target).is_err() {
+                std::fs::copy(&source, &target)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores every file the attempt left in `/output`.
+    fn collect_outputs(&self, a: &Assignment) -> Result<Vec<OutputFile>, Failure> {
+        if a.kind == TaskKind::Split {
+            return Ok(Vec::new());
+        }
+        let mut files = Vec::new();
+        let mut total = 0u64;
+        let mut stack = vec![self.output.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(internal("reading /output"))?;
+            for entry in entries {
+                let entry = entry.map_err(internal("reading /output"))?;
+                let kind = entry.file_type().map_err(internal("reading /output"))?;
+                let path = entry.path();
+                let relative = path
+                    .strip_prefix(&self.output)
+                    .ok()
+                    .and_then(|p| p.to_str())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        Failure::new(
+                            FailureKind::GuestError,
+                            format!("output {} has a name that is not UTF-8", path.display()),
+                        )
+                    })?;
+                if kind.is_dir() {
+                    stack.push(path);
+                } else if kind.is_file() {
+                    total += entry.metadata().map_err(internal("reading /output"))?.len();
+                    files.push((relative, path));
+                } else {
+                    return Err(Failure::new(
+                        FailureKind::GuestError,
+                        format!("/output/{relative} is not a regular file; outputs must be files"),
+                    ));
+                }
+                if files.len() > MAX_OUTPUT_FILES {
+                    return Err(Failure::new(
+                        FailureKind::OutputLimit,
+                        format!("the attempt left more than {MAX_OUTPUT_FILES} files in /output"),
+                    ));
+                }
+            }
+        }
+        if total > a.limits.output_bytes {
+            return Err(Failure::new(
+                FailureKind::OutputLimit,
+                format!(
+                    "/output holds {}, more than its limit of {}",
+                    human_bytes(total),
+                    human_bytes(a.limits.output_bytes)
+                ),
+            ));
+        }
+        files.sort();
+        files
+            .into_iter()
+            .map(|(relative, path)| {
+                let relative = crate::package::check_relative_path(&relative).map_err(|e| {
+                    Failure::new(FailureKind::GuestError, format!("output `{relative}`: {e}"))
+                })?;
+                let (digest, size) = self
+                    .handle
+                    .block_on(self.coordinator.store_file(&path))
+                    .map_err(internal("storing an output"))?;
+                Ok(OutputFile {
+                    path: relative,
+                    digest,
+                    size,
+                })
+            })
+            .collect()
+    }
+
+    fn store_log(&self, bytes: Bytes) -> Result<LogRef, Error> {
+        if bytes.is_empty() {
+            return Ok(LogRef::default());
+        }
+        let size = bytes.len() as u64;
+        let digest: Digest = self.handle.block_on(self.coordinator.store_bytes(bytes))?;
+        Ok(LogRef {
+            digest: Some(digest),
+            size,
+        })
+    }
+
+    /// Empties the slot's folders for the next attempt.
+    fn clean(&self, a: &Assignment) {
+        let mut dirs = vec![&self.output];
+        if !a.inputs.is_empty() || !a.results.is_empty() {
+            dirs.push(&self.inputs);
+        }
+        for dir in dirs {
+            let Ok(mut entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            if entries.next().is_none() {
+                continue;
+            }
+            if let Err(e) = std::fs::remove_dir_all(dir).and_then(|()| std::fs::create_dir_all(dir))
+            {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot empty a slot folder");
+            }
+        }
+    }
+}
+
+fn without_plan(run: AttemptRun<()>) -> AttemptRun<Option<crate::protocol::SplitPlan>> {
+    AttemptRun {
+        result: run.result.map(|()| None),
+        stdout: run.stdout,
+        stderr: run.stderr,
+        peak_memory: run.peak_memory,
+    }
+}
+
+fn internal<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Failure {
+    move |e| Failure::new(FailureKind::Internal, format!("{what} failed: {e}"))
+}
+
+/// The `TESSERA_*` variables of an attempt, then the task's own.
+fn environment(a: &Assignment, node_id: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("TESSERA_ACCOUNT".to_owned(), a.account.clone()),
+        ("TESSERA_POOL_ID".to_owned(), a.pool.clone()),
+        ("TESSERA_NODE_ID".to_owned(), node_id.to_owned()),
+        ("TESSERA_JOB_ID".to_owned(), a.key.job_id.clone()),
+        ("TESSERA_TASK_NAME".to_owned(), a.task.clone()),
+        ("TESSERA_TASK_ATTEMPT".to_owned(), a.key.attempt.to_string()),
+        ("TESSERA_APP".to_owned(), a.app.clone()),
+        ("TESSERA_APP_VERSION".to_owned(), a.app_version.to_string()),
+    ];
+    env.extend(a.env.iter().cloned());
+    env
+}
+
+/// How long an attempt took, for the node's prefetch estimate.
+pub(super) fn elapsed_micros(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}

@@ -1,0 +1,380 @@
+//! One attempt's store: its WASI context (the task sandbox), its limits, and
+//! how a failed call is turned into a [`Failure`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::engine::OUTPUT_CHECK_TICKS;
+use super::program::Programs;
+use crate::model::{Failure, FailureKind};
+use crate::protocol::TaskLimits;
+
+/// Longest guest-supplied message kept in a failure.
+const MAX_MESSAGE: usize = 4096;
+
+/// The folders and environment of one attempt's sandbox.
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    /// Host folder mounted read-only at `/app`.
+    pub app: PathBuf,
+    /// Host folder mounted read-only at `/inputs`.
+    pub inputs: PathBuf,
+    /// Host folder mounted read-write at `/output` (the splitter has none).
+    pub output: Option<PathBuf>,
+    /// Environment variables (`TESSERA_*` and the task's own).
+    pub env: Vec<(String, String)>,
+    /// Limits.
+    pub limits: TaskLimits,
+    /// Set to stop the attempt.
+    pub cancel: Arc<AtomicBool>,
+    /// The guest's last reported progress (an `f32`'s bits).
+    pub progress: Arc<AtomicU32>,
+}
+
+impl Sandbox {
+    /// Builds a WASI context for this sandbox with the given stdio and args.
+    pub(super) fn wasi(
+        &self,
+        args: &[String],
+        stdout: &MemoryOutputPipe,
+        stderr: &MemoryOutputPipe,
+    ) -> wasmtime::Result<WasiCtxBuilder> {
+        let mut builder = WasiCtx::builder();
+        builder
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .args(args)
+            .envs(&self.env)
+            // Guests run on dedicated worker threads, never on the async
+            // reactor, so blocking file I/O in place is the fast path.
+            .allow_blocking_current_thread(true)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .preopened_dir(&self.app, "/app", FsPerms::ReadOnly)?
+            .preopened_dir(&self.inputs, "/inputs", FsPerms::ReadOnly)?;
+        if let Some(output) = &self.output {
+            builder.preopened_dir(output, "/output", FsPerms::ReadWrite)?;
+        }
+        Ok(builder)
+    }
+}
+
+/// Why the host stopped a guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Interrupt {
+    Cancelled,
+    Timeout,
+    OutputLimit,
+}
+
+/// Enforces an attempt's limits from inside its store.
+pub(super) struct Guard {
+    limits: TaskLimits,
+    deadline: Instant,
+    cancel: Arc<AtomicBool>,
+    output: Option<PathBuf>,
+    ticks: u32,
+    pub(super) interrupt: Option<Interrupt>,
+    pub(super) memory_exceeded: bool,
+    pub(super) peak_memory: u64,
+}
+
+impl Guard {
+    pub(super) fn new(sandbox: &Sandbox, deadline: Instant) -> Self {
+        Self {
+            limits: sandbox.limits,
+            deadline,
+            cancel: sandbox.cancel.clone(),
+            output: sandbox.output.clone(),
+            ticks: 0,
+            interrupt: None,
+            memory_exceeded: false,
+            peak_memory: 0,
+        }
+    }
+
+    /// The deadline this guard enforces.
+    pub(super) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Called at every epoch tick while the guest runs.
+    pub(super) fn on_tick(&mut self) -> UpdateDeadline {
+        self.ticks = self.ticks.wrapping_add(1);
+        let interrupt = if self.cancel.load(Ordering::Relaxed) {
+            Some(Interrupt::Cancelled)
+        } else if Instant::now() >= self.deadline {
+            Some(Interrupt::Timeout)
+        } else if self.ticks % OUTPUT_CHECK_TICKS == 0
+            && self
+                .output
+                .as_deref()
+                .is_some_and(|dir| folder_size(dir) > self.limits.output_bytes)
+        {
+            Some(Interrupt::OutputLimit)
+        } else {
+            None
+        };
+        match interrupt {
+            Some(i) => {
+                self.interrupt = Some(i);
+                UpdateDeadline::Interrupt
+            }
+            None => UpdateDeadline::Continue(1),
+        }
+    }
+
+    /// Installs this guard's limiter and epoch callback on a store.
+    pub(super) fn install<T: Send + 'static>(store: &mut Store<T>, get: fn(&mut T) -> &mut Guard) {
+        store.limiter(move |t| get(t) as &mut dyn ResourceLimiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| Ok(get(ctx.data_mut()).on_tick()));
+    }
+
+    /// Turns an error from a guest call into a failure.
+    pub(super) fn classify(
+        &self,
+        error: &wasmtime::Error,
+        stdout_full: bool,
+        stderr: &[u8],
+    ) -> Failure {
+        let limits = &self.limits;
+        match self.interrupt {
+            Some(Interrupt::Cancelled) => {
+                return Failure::new(FailureKind::Cancelled, "the attempt was cancelled");
+            }
+            Some(Interrupt::Timeout) => {
+                return Failure::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "the attempt ran past its wall-clock limit of {}",
+                        human_duration(limits.timeout_ms)
+                    ),
+                );
+            }
+            Some(Interrupt::OutputLimit) => {
+                return Failure::new(
+                    FailureKind::OutputLimit,
+                    format!(
+                        "/output grew past its limit of {}",
+                        human_bytes(limits.output_bytes)
+                    ),
+                );
+            }
+            None => {}
+        }
+        if self.memory_exceeded {
+            return Failure::new(
+                FailureKind::MemoryLimit,
+                format!(
+                    "the guest needed more than its memory limit of {}",
+                    human_bytes(limits.memory_bytes)
+                ),
+            );
+        }
+        if stdout_full {
+            return Failure::new(
+                FailureKind::OutputLimit,
+                format!(
+                    "stdout passed its limit of {}",
+                    human_bytes(limits.log_bytes)
+                ),
+            );
+        }
+        if stderr.len() as u64 >= limits.log_bytes {
+            return Failure::new(
+                FailureKind::OutputLimit,
+                format!(
+                    "stderr passed its limit of {}",
+                    human_bytes(limits.log_bytes)
+                ),
+            );
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::UnreachableCodeReached) => match panic_message(stderr) {
+                Some(panic) => {
+                    Failure::new(FailureKind::Trap, format!("the guest panicked: {panic}"))
+                }
+                None => Failure::new(
+                    FailureKind::Trap,
+                    "the guest trapped: wasm `unreachable` instruction executed (it aborted; see stderr.txt)",
+                ),
+            },
+            Some(trap) => Failure::new(FailureKind::Trap, format!("the guest trapped: {trap}")),
+            None => Failure::new(FailureKind::Trap, truncate(&format!("{error:#}"))),
+        }
+    }
+}
+
+impl ResourceLimiter for Guard {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limits.memory_bytes {
+            self.memory_exceeded = true;
+            return Ok(false);
+        }
+        self.peak_memory = self.peak_memory.max(desired as u64);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million entries is far beyond
+        // any real program and still a bounded amount of host memory.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The data of a store running a splitter or processor.
+pub(super) struct TaskState {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) guard: Guard,
+    /// Host log lines go to the attempt's stderr.
+    pub(super) stderr: MemoryOutputPipe,
+    pub(super) sandbox: Sandbox,
+    pub(super) programs: Arc<Programs>,
+}
+
+impl WasiView for TaskState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A store's captured output, taken once the store is gone.
+pub(super) fn take_pipe(pipe: MemoryOutputPipe) -> Bytes {
+    match pipe.try_into_inner() {
+        Some(buf) => buf.freeze(),
+        None => Bytes::new(),
+    }
+}
+
+/// The total size of the regular files under `dir`.
+pub(super) fn folder_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(t) if t.is_file() => total += entry.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// The message of the last Rust panic printed to `stderr`, if any.
+fn panic_message(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let at = text.rfind("panicked at ")?;
+    let rest = &text[at + "panicked at ".len()..];
+    let (location, message) = rest.split_once(":\n").unwrap_or((rest, ""));
+    let message = message.split("\nnote:").next().unwrap_or("").trim();
+    Some(truncate(&format!("{message} (at {location})")))
+}
+
+/// Shortens a guest-supplied message to a bounded length.
+pub(super) fn truncate(s: &str) -> String {
+    if s.len() <= MAX_MESSAGE {
+        return s.to_owned();
+    }
+    let mut end = MAX_MESSAGE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &s[..end], s.len())
+}
+
+/// `1.5 MiB`-style sizes for messages.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else if value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `2.5 s`-style durations for messages.
+fn human_duration(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_extracted_from_stderr() {
+        let stderr = b"hello\nthread '<unnamed>' panicked at src/lib.rs:10:5:\nrequested trap\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            panic_message(stderr).unwrap(),
+            "requested trap (at src/lib.rs:10:5)"
+        );
+        assert!(panic_message(b"no panic here").is_none());
+    }
+
+    #[test]
+    fn sizes_and_durations_read_well() {
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(1 << 20), "1 MiB");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(human_duration(2000), "2 s");
+        assert_eq!(human_duration(1500), "1.5 s");
+    }
+
+    #[test]
+    fn long_messages_are_truncated_on_a_char_boundary() {
+        let long = "é".repeat(MAX_MESSAGE);
+        let short = truncate(&long);
+        assert!(short.len() < long.len());
+        assert!(short.ends_with(&format!("({} bytes in all)", long.len())));
+    }
+
+    #[test]
+    fn folder_size_counts_nested_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("x"), [0u8; 10]).unwrap();
+        std::fs::write(dir.path().join("a/b/y"), [0u8; 32]).unwrap();
+        assert_eq!(folder_size(dir.path()), 42);
+    }
+}

@@ -1,0 +1,164 @@
+//! The service: state, files, runtime, scheduler and the embedded pool,
+//! opened together on one data folder.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::blobs::BlobStore;
+use crate::error::Error;
+use crate::model::LOCAL_POOL;
+use crate::node::{self, NodeConfig, NodeHandle};
+use crate::package::ArchiveLimits;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::store::Store;
+
+/// Settings of a service.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Where state, files and the embedded node's cache live.
+    pub data_dir: PathBuf,
+    /// Task slots of the embedded local pool's node (0: no embedded node).
+    pub embedded_slots: usize,
+    /// How often the embedded node heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Largest file upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Limits on published zips.
+    pub archive_limits: ArchiveLimits,
+    /// Scheduler settings.
+    pub scheduler: SchedulerConfig,
+    /// Runtime settings.
+    pub runtime: RuntimeConfig,
+}
+
+impl ServiceConfig {
+    /// Defaults for a data folder: an embedded node with one slot per core.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            data_dir: data_dir.into(),
+            embedded_slots: slots,
+            heartbeat_interval: Duration::from_secs(1),
+            max_upload_bytes: 16 << 30,
+            archive_limits: ArchiveLimits::default(),
+            scheduler: SchedulerConfig::default(),
+            runtime: RuntimeConfig {
+                max_instances: (slots as u32 * 4).max(64),
+                ..RuntimeConfig::default()
+            },
+        }
+    }
+}
+
+/// A running Tessera service; cheap to clone. Its methods are the
+/// operations of the portal API (see the `registry` and `jobs` modules).
+#[derive(Clone)]
+pub struct Service {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) blobs: BlobStore,
+    pub(crate) runtime: Runtime,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) config: ServiceConfig,
+    node: Mutex<Option<NodeHandle>>,
+    expiry: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    /// Opens the service on its data folder (creating what is missing),
+    /// resumes unfinished work and starts the embedded node.
+    pub async fn open(config: ServiceConfig) -> Result<Self, Error> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)?;
+        let store = Store::open_sqlite(&dir.join("state.db")).await?;
+        let blobs = BlobStore::local(&dir.join("files"), &dir.join("uploads"))?;
+        let runtime_config = RuntimeConfig {
+            program_cache: Some(dir.join("node").join("programs")),
+            ..config.runtime.clone()
+        };
+        let runtime = Runtime::new(&runtime_config)?;
+        let scheduler = Scheduler::new(store.clone(), blobs.clone(), config.scheduler.clone());
+        let expiry = scheduler.spawn_expiry();
+        let node = if config.embedded_slots > 0 {
+            let hostname = hostname();
+            Some(node::start(
+                Arc::new(scheduler.clone()),
+                runtime.clone(),
+                NodeConfig {
+                    node_id: format!("{hostname}-embedded"),
+                    pool: LOCAL_POOL.into(),
+                    slots: config.embedded_slots,
+                    work_dir: dir.join("node"),
+                    heartbeat_interval: config.heartbeat_interval,
+                    hostname,
+                    address: "in-process".into(),
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                blobs,
+                runtime,
+                scheduler,
+                config,
+                node: Mutex::new(node),
+                expiry,
+            }),
+        })
+    }
+
+    /// The content-addressed file store (for streaming uploads and downloads).
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// The scheduler, which is also the coordinator nodes talk to.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.inner.scheduler
+    }
+
+    /// The process's wasm runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// The settings the service runs with.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    /// Stops the embedded node (committing finished work and releasing the
+    /// rest) and closes the database.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let node = self
+            .inner
+            .node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(node) = node {
+            node.stop().await?;
+        }
+        self.inner.expiry.abort();
+        self.inner.store.close().await;
+        Ok(())
+    }
+}
+
+/// This machine's host name, for node ids.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,189 @@
+//! State: the one place that speaks SQL.
+//!
+//! Everything Tessera must not forget (applications, files, jobs, tasks,
+//! attempts, outputs, nodes) lives in a SQL database reached through
+//! `sqlx::AnyPool`, so the same statements serve SQLite (the embedded default)
+//! and, later, PostgreSQL. The SQL is kept portable: `$n` placeholders,
+//! `BIGINT`/`TEXT`/`REAL` columns, times as milliseconds since the epoch,
+//! JSON documents as text, `RETURNING` and row values where both dialects have
+//! them.
+//!
+//! Reads go through [`Store`]; every write happens inside a [`Tx`], which the
+//! scheduler and the job service drive so that one logical change (a batch of
+//! task results and the job transitions they cause) commits atomically and is
+//! durable before anyone is told "ok".
+
+mod queries;
+mod tx;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+pub(crate) use queries::{JobListQuery, TaskListQuery};
+pub(crate) use tx::{AttemptRecord, JobRecord, LeasedTask, NewTask, Tx};
+
+use crate::error::Error;
+
+/// The largest number of bind parameters one statement may use: SQLite's
+/// default limit is 32766 and PostgreSQL's is 65535.
+const MAX_BIND_PARAMS: usize = 30_000;
+
+/// A handle on the state database; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Store {
+    /// Connections for reads (SQLite in WAL mode lets them run beside a writer).
+    read: AnyPool,
+    /// The single writer connection: SQLite allows one writer at a time, and
+    /// queueing in the pool is cheaper than retrying on `SQLITE_BUSY`.
+    write: AnyPool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and brings its
+    /// schema up to date.
+    pub(crate) async fn open_sqlite(path: &Path) -> Result<Self, Error> {
+        sqlx::any::install_default_drivers();
+        let encoded = path
+            .to_string_lossy()
+            .replace('%', "%25")
+            .replace('?', "%3F")
+            .replace('#', "%23");
+        let url = format!("sqlite://{encoded}?mode=rwc");
+        // WAL lets readers proceed while the writer commits; synchronous=FULL
+        // makes every commit durable across power loss, which stays cheap
+        // because results are committed in batches.
+        let pragmas = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                       PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;";
+        let connect = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        conn.execute(pragmas).await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+        };
+        let write = connect(1).await?;
+        sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        let read = connect(4).await?;
+        Ok(Self { read, write })
+    }
+
+    /// Starts a write transaction.
+    pub(crate) async fn begin(&self) -> Result<Tx, Error> {
+        Ok(Tx::new(self.write.begin().await?))
+    }
+
+    /// Closes every connection.
+    pub(crate) async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// Reads a text column holding an enum's textual form.
+fn parse_column<T: FromStr<Err = String>>(row: &AnyRow, column: &str) -> Result<T, Error> {
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|e| Error::Internal(format!("column {column}: {e}")))
+}
+
+/// Reads an optional text column holding a sha256 digest.
+fn parse_digest(row: &AnyRow, column: &str) -> Result<Option<crate::digest::Digest>, Error> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| {
+        t.parse()
+            .map_err(|e| Error::Internal(format!("column {column}: {e}")))
+    })
+    .transpose()
+}
+
+/// Decodes a JSON text column.
+fn parse_json<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &str) -> Result<T, Error> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| Error::Internal(format!("column {column}: {e}")))
+}
+
+/// Builds `failure` from the two failure columns.
+fn parse_failure(row: &AnyRow) -> Result<Option<crate::model::Failure>, Error> {
+    let kind: Option<String> = row.try_get("failure_kind")?;
+    let message: Option<String> = row.try_get("failure")?;
+    kind.map(|k| {
+        Ok(crate::model::Failure {
+            kind: k
+                .parse()
+                .map_err(|e: String| Error::Internal(format!("column failure_kind: {e}")))?,
+            message: message.unwrap_or_default(),
+        })
+    })
+    .transpose()
+}
+
+/// Appends `($1, $2, ...)`-style placeholders for `count` values starting at
+/// parameter number `first`, separated by commas.
+fn placeholders(sql: &mut String, first: usize, count: usize) {
+    use std::fmt::Write;
+    for i in 0..count {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "${}", first + i);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Opens a store in a fresh temporary directory.
+    pub(crate) async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("state.db"))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_the_schema_and_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let store = Store::open_sqlite(&path).await.unwrap();
+            let mut tx = store.begin().await.unwrap();
+            tx.record_file("acct", &crate::digest::Digest::of(b"x"), 1)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            store.close().await;
+        }
+        let store = Store::open_sqlite(&path).await.unwrap();
+        let missing = store
+            .missing_files(
+                "acct",
+                &[
+                    crate::digest::Digest::of(b"x"),
+                    crate::digest::Digest::of(b"y"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(missing, vec![crate::digest::Digest::of(b"y")]);
+    }
+
+    #[test]
+    fn placeholders_are_numbered_from_first() {
+        let mut sql = String::from("IN (");
+        placeholders(&mut sql, 3, 3);
+        sql.push(')');
+        assert_eq!(sql, "IN ($3, $4, $5)");
+    }
+}

@@ -1,0 +1,856 @@
+//! Writes, always inside a transaction.
+
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+use sqlx::{Any, QueryBuilder, Row, Transaction};
+
+use super::{MAX_BIND_PARAMS, parse_column, placeholders};
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::model::{Failure, JobState, TaskKind, TaskState};
+use crate::protocol::{LogRef, NodeRegistration, OutputFile};
+
+/// A job row, as stored.
+#[derive(Clone, Debug)]
+pub(crate) struct JobRecord {
+    pub id: String,
+    pub account: String,
+    pub app: String,
+    pub app_version: u32,
+    pub pool: String,
+    pub state: JobState,
+    pub parameters: String,
+    pub inputs: String,
+    pub max_task_retries: u32,
+    pub task_timeout_ms: u64,
+    pub merge: bool,
+    pub has_deps: bool,
+    pub task_count: u64,
+    pub failure: Option<Failure>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl JobRecord {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            account: row.try_get("account")?,
+            app: row.try_get("app")?,
+            app_version: row.try_get::<i64, _>("app_version")? as u32,
+            pool: row.try_get("pool")?,
+            state: parse_column(row, "state")?,
+            parameters: row.try_get("parameters")?,
+            inputs: row.try_get("inputs")?,
+            max_task_retries: row.try_get::<i64, _>("max_task_retries")? as u32,
+            task_timeout_ms: row.try_get::<i64, _>("task_timeout_ms")? as u64,
+            merge: row.try_get::<i64, _>("merge")? != 0,
+            has_deps: row.try_get::<i64, _>("has_deps")? != 0,
+            task_count: row.try_get::<i64, _>("task_count")? as u64,
+            failure: super::parse_failure(row)?,
+            created_at: row.try_get("created_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
+    }
+}
+
+/// The columns of `jobs`, in the order [`JobRecord::from_row`] reads them.
+pub(super) const JOB_COLUMNS: &str = "id, account, app, app_version, pool, state, parameters, \
+     inputs, max_task_retries, task_timeout_ms, merge, has_deps, task_count, failure_kind, \
+     failure, created_at, finished_at";
+
+/// A task to insert.
+#[derive(Clone, Debug)]
+pub(crate) struct NewTask {
+    pub seq: i64,
+    pub name: String,
+    pub kind: TaskKind,
+    pub state: TaskState,
+    pub parameters: String,
+    pub inputs: String,
+    pub depends_on: String,
+    pub env: String,
+    pub deps_remaining: i64,
+}
+
+/// A task just leased to a node.
+#[derive(Clone, Debug)]
+pub(crate) struct LeasedTask {
+    pub job_id: String,
+    pub seq: i64,
+    pub name: String,
+    pub kind: TaskKind,
+    pub attempts: u32,
+    pub parameters: String,
+    pub inputs: String,
+    pub env: String,
+}
+
+/// What the commit path needs to know about a task.
+#[derive(Clone, Debug)]
+pub(crate) struct CurrentTask {
+    pub seq: i64,
+    pub kind: TaskKind,
+    pub state: TaskState,
+    pub attempts: u32,
+    pub failures: u32,
+}
+
+/// A finished attempt to record.
+#[derive(Clone, Debug)]
+pub(crate) struct AttemptRecord<'a> {
+    pub job_id: &'a str,
+    pub seq: i64,
+    pub attempt: u32,
+    pub node: &'a str,
+    pub failure: Option<&'a Failure>,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub stdout: LogRef,
+    pub stderr: LogRef,
+    pub peak_memory: u64,
+}
+
+/// Reads the commit-relevant state of some tasks of one job.
+pub(super) async fn select_current_tasks(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    seqs: &[i64],
+) -> Result<Vec<CurrentTask>, Error> {
+    let mut out = Vec::with_capacity(seqs.len());
+    for chunk in seqs.chunks(MAX_BIND_PARAMS) {
+        let mut sql = String::from(
+            "SELECT seq, kind, state, attempts, failures FROM tasks \
+             WHERE job_id = $1 AND seq IN (",
+        );
+        placeholders(&mut sql, 2, chunk.len());
+        sql.push(')');
+        let mut query = sqlx::query(&sql).bind(job_id);
+        for seq in chunk {
+            query = query.bind(*seq);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            out.push(CurrentTask {
+                seq: row.try_get("seq")?,
+                kind: parse_column(&row, "kind")?,
+                state: parse_column(&row, "state")?,
+                attempts: row.try_get::<i64, _>("attempts")? as u32,
+                failures: row.try_get::<i64, _>("failures")? as u32,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A write transaction. Dropping it without [`Tx::commit`] rolls back.
+pub(crate) struct Tx {
+    tx: Transaction<'static, Any>,
+}
+
+impl Tx {
+    pub(super) fn new(tx: Transaction<'static, Any>) -> Self {
+        Self { tx }
+    }
+
+    /// Makes every change durable.
+    pub(crate) async fn commit(self) -> Result<(), Error> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that `account` owns a stored file (idempotent).
+    pub(crate) async fn record_file(
+        &mut self,
+        account: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO files (account, digest, size, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account, digest) DO NOTHING",
+        )
+        .bind(account)
+        .bind(digest.to_hex())
+        .bind(size as i64)
+        .bind(crate::model::now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Adds the next version of an application, creating the application if
+    /// needed; returns the new version number.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn insert_app_version(
+        &mut self,
+        account: &str,
+        app: &str,
+        image: Option<(Digest, u64)>,
+        assembly: (Digest, u64),
+        splitter: &Digest,
+        processor: &Digest,
+        parameters_json: &str,
+    ) -> Result<u32, Error> {
+        let now = crate::model::now_ms();
+        sqlx::query(
+            "INSERT INTO apps (account, name, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (account, name) DO NOTHING",
+        )
+        .bind(account)
+        .bind(app)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) AS latest FROM app_versions \
+             WHERE account = $1 AND app = $2",
+        )
+        .bind(account)
+        .bind(app)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let version = row.try_get::<i64, _>("latest")? + 1;
+        sqlx::query(
+            "INSERT INTO app_versions (account, app, version, created_at, image_digest, \
+             image_size, assembly_digest, assembly_size, splitter_digest, processor_digest, \
+             parameters) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(account)
+        .bind(app)
+        .bind(version)
+        .bind(now)
+        .bind(image.map(|(d, _)| d.to_hex()))
+        .bind(image.map_or(0, |(_, s)| s as i64))
+        .bind(assembly.0.to_hex())
+        .bind(assembly.1 as i64)
+        .bind(splitter.to_hex())
+        .bind(processor.to_hex())
+        .bind(parameters_json)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(version as u32)
+    }
+
+    /// Inserts a new job.
+    pub(crate) async fn insert_job(&mut self, job: &JobRecord) -> Result<(), Error> {
+        sqlx::query(&format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        ))
+        .bind(&job.id)
+        .bind(&job.account)
+        .bind(&job.app)
+        .bind(job.app_version as i64)
+        .bind(&job.pool)
+        .bind(job.state.as_str())
+        .bind(&job.parameters)
+        .bind(&job.inputs)
+        .bind(job.max_task_retries as i64)
+        .bind(job.task_timeout_ms as i64)
+        .bind(job.merge as i64)
+        .bind(job.has_deps as i64)
+        .bind(job.task_count as i64)
+        .bind(job.failure.as_ref().map(|f| f.kind.as_str()))
+        .bind(job.failure.as_ref().map(|f| f.message.as_str()))
+        .bind(job.created_at)
+        .bind(job.finished_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Reads jobs by id, inside the transaction.
+    pub(crate) async fn jobs(&mut self, ids: &[&str]) -> Result<Vec<JobRecord>, Error> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_BIND_PARAMS) {
+            let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN (");
+            placeholders(&mut sql, 1, chunk.len());
+            sql.push(')');
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut *self.tx).await? {
+                out.push(JobRecord::from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets a job's state, failure and finish time.
+    pub(crate) async fn set_job_state(
+        &mut self,
+        job_id: &str,
+        state: JobState,
+        failure: Option<&Failure>,
+        finished_at: Option<i64>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE jobs SET state = $2, failure_kind = $3, failure = $4, finished_at = $5 \
+             WHERE id = $1",
+        )
+        .bind(job_id)
+        .bind(state.as_str())
+        .bind(failure.map(|f| f.kind.as_str()))
+        .bind(failure.map(|f| f.message.as_str()))
+        .bind(finished_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the outcome of a job's split.
+    pub(crate) async fn set_job_split(
+        &mut self,
+        job_id: &str,
+        task_count: u64,
+        merge: bool,
+        has_deps: bool,
+    ) -> Result<(), Error> {
+        sqlx::query("UPDATE jobs SET task_count = $2, merge = $3, has_deps = $4 WHERE id = $1")
+            .bind(job_id)
+            .bind(task_count as i64)
+            .bind(merge as i64)
+            .bind(has_deps as i64)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Inserts tasks in multi-row statements.
+    pub(crate) async fn insert_tasks(
+        &mut self,
+        job_id: &str,
+        pool: &str,
+        tasks: &[NewTask],
+    ) -> Result<(), Error> {
+        const COLUMNS: usize = 11;
+        for chunk in tasks.chunks(MAX_BIND_PARAMS / COLUMNS) {
+            let mut builder: QueryBuilder<Any> = QueryBuilder::new(
+                "INSERT INTO tasks (job_id, seq, name, kind, pool, state, parameters, inputs, \
+                 depends_on, env, deps_remaining) ",
+            );
+            builder.push_values(chunk, |mut row, task| {
+                row.push_bind(job_id)
+                    .push_bind(task.seq)
+                    .push_bind(task.name.as_str())
+                    .push_bind(task.kind.as_str())
+                    .push_bind(pool)
+                    .push_bind(task.state.as_str())
+                    .push_bind(task.parameters.as_str())
+                    .push_bind(task.inputs.as_str())
+                    .push_bind(task.depends_on.as_str())
+                    .push_bind(task.env.as_str())
+                    .push_bind(task.deps_remaining);
+            });
+            builder.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Records that task `seq` depends on task `dep_seq`, for each pair.
+    pub(crate) async fn insert_deps(
+        &mut self,
+        job_id: &str,
+        deps: &[(i64, i64)],
+    ) -> Result<(), Error> {
+        for chunk in deps.chunks(MAX_BIND_PARAMS / 3) {
+            let mut builder: QueryBuilder<Any> =
+                QueryBuilder::new("INSERT INTO task_deps (job_id, dep_seq, seq) ");
+            builder.push_values(chunk, |mut row, (dep_seq, seq)| {
+                row.push_bind(job_id).push_bind(*dep_seq).push_bind(*seq);
+            });
+            builder.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Leases up to `max` queued tasks of `pool` to `node`, oldest job first:
+    /// they become running, their attempt counter (the fencing token) goes up.
+    pub(crate) async fn lease(
+        &mut self,
+        pool: &str,
+        node: &str,
+        max: usize,
+        now: i64,
+    ) -> Result<Vec<LeasedTask>, Error> {
+        // PostgreSQL will add `FOR UPDATE SKIP LOCKED` to the inner SELECT so
+        // that replicas leasing at once never take the same rows.
+        let rows = sqlx::query(
+            "UPDATE tasks SET state = 'running', node = $2, attempts = attempts + 1, \
+             started_at = $3, finished_at = NULL, progress = 0 \
+             WHERE (job_id, seq) IN (SELECT job_id, seq FROM tasks \
+                 WHERE pool = $1 AND state = 'queued' ORDER BY job_id, seq LIMIT $4) \
+             RETURNING job_id, seq, name, kind, attempts, parameters, inputs, env",
+        )
+        .bind(pool)
+        .bind(node)
+        .bind(now)
+        .bind(max as i64)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut leased = rows
+            .iter()
+            .map(|row| {
+                Ok(LeasedTask {
+                    job_id: row.try_get("job_id")?,
+                    seq: row.try_get("seq")?,
+                    name: row.try_get("name")?,
+                    kind: parse_column(row, "kind")?,
+                    attempts: row.try_get::<i64, _>("attempts")? as u32,
+                    parameters: row.try_get("parameters")?,
+                    inputs: row.try_get("inputs")?,
+                    env: row.try_get("env")?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        // RETURNING gives no order guarantee; keep the queue order.
+        leased.sort_by(|a, b| (&a.job_id, a.seq).cmp(&(&b.job_id, b.seq)));
+        Ok(leased)
+    }
+
+    /// The current state of some tasks of one job.
+    pub(crate) async fn current_tasks(
+        &mut self,
+        job_id: &str,
+        seqs: &[i64],
+    ) -> Result<Vec<CurrentTask>, Error> {
+        select_current_tasks(&mut self.tx, job_id, seqs).await
+    }
+
+    /// Records finished attempts; an attempt recorded before is left as it is.
+    pub(crate) async fn insert_attempts(
+        &mut self,
+        attempts: &[AttemptRecord<'_>],
+    ) -> Result<(), Error> {
+        const COLUMNS: usize = 14;
+        for chunk in attempts.chunks(MAX_BIND_PARAMS / COLUMNS) {
+            let mut builder: QueryBuilder<Any> = QueryBuilder::new(
+                "INSERT INTO attempts (job_id, seq, attempt, node, state, failure_kind, \
+                 failure, started_at, finished_at, stdout_digest, stdout_size, stderr_digest, \
+                 stderr_size, peak_memory) ",
+            );
+            builder.push_values(chunk, |mut row, a| {
+                let state = if a.failure.is_some() {
+                    TaskState::Failed
+                } else {
+                    TaskState::Succeeded
+                };
+                row.push_bind(a.job_id)
+                    .push_bind(a.seq)
+                    .push_bind(a.attempt as i64)
+                    .push_bind(a.node)
+                    .push_bind(state.as_str())
+                    .push_bind(a.failure.map(|f| f.kind.as_str()))
+                    .push_bind(a.failure.map(|f| f.message.as_str()))
+                    .push_bind(a.started_at)
+                    .push_bind(a.finished_at)
+                    .push_bind(a.stdout.digest.map(|d| d.to_hex()))
+                    .push_bind(a.stdout.size as i64)
+                    .push_bind(a.stderr.digest.map(|d| d.to_hex()))
+                    .push_bind(a.stderr.size as i64)
+                    .push_bind(a.peak_memory as i64);
+            });
+            builder.push(" ON CONFLICT (job_id, seq, attempt) DO NOTHING");
+            builder.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Records output files of task `seq`.
+    pub(crate) async fn insert_outputs(
+        &mut self,
+        job_id: &str,
+        outputs: &[(i64, &OutputFile)],
+    ) -> Result<(), Error> {
+        const COLUMNS: usize = 6;
+        for chunk in outputs.chunks(MAX_BIND_PARAMS / COLUMNS) {
+            let mut builder: QueryBuilder<Any> =
+                QueryBuilder::new("INSERT INTO outputs (job_id, seq, path, digest, size, kind) ");
+            builder.push_values(chunk, |mut row, (seq, file)| {
+                row.push_bind(job_id)
+                    .push_bind(*seq)
+                    .push_bind(file.path.as_str())
+                    .push_bind(file.digest.to_hex())
+                    .push_bind(file.size as i64)
+                    .push_bind("output");
+            });
+            builder.push(" ON CONFLICT (job_id, seq, path) DO NOTHING");
+            builder.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks running tasks as succeeded.
+    pub(crate) async fn mark_succeeded(
+        &mut self,
+        job_id: &str,
+        seqs: &[i64],
+        now: i64,
+    ) -> Result<(), Error> {
+        for chunk in seqs.chunks(MAX_BIND_PARAMS) {
+            let mut sql = String::from(
+                "UPDATE tasks SET state = 'succeeded', finished_at = $2, progress = 1, \
+                 failure_kind = NULL, failure = NULL WHERE job_id = $1 AND seq IN (",
+            );
+            placeholders(&mut sql, 3, chunk.len());
+            sql.push(')');
+            let mut query = sqlx::query(&sql).bind(job_id).bind(now);
+            for seq in chunk {
+                query = query.bind(*seq);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a running task's attempt with a failure: back to the queue when
+    /// `retry`, failed for good otherwise.
+    pub(crate) async fn fail_attempt(
+        &mut self,
+        job_id: &str,
+        seq: i64,
+        failure: &Failure,
+        retry: bool,
+        now: i64,
+    ) -> Result<(), Error> {
+        let (state, finished) = if retry {
+            (TaskState::Queued, None)
+        } else {
+            (TaskState::Failed, Some(now))
+        };
+        sqlx::query(
+            "UPDATE tasks SET state = $3, failures = failures + 1, failure_kind = $4, \
+             failure = $5, finished_at = $6, node = CASE WHEN $3 = 'queued' THEN NULL ELSE node END \
+             WHERE job_id = $1 AND seq = $2",
+        )
+        .bind(job_id)
+        .bind(seq)
+        .bind(state.as_str())
+        .bind(failure.kind.as_str())
+        .bind(failure.message.as_str())
+        .bind(finished)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Counts down the dependencies of the tasks that wait on `succeeded`
+    /// and queues those with none left; returns how many were queued.
+    pub(crate) async fn release_dependents(
+        &mut self,
+        job_id: &str,
+        succeeded: &[i64],
+    ) -> Result<u64, Error> {
+        for chunk in succeeded.chunks(MAX_BIND_PARAMS) {
+            let mut list = String::new();
+            placeholders(&mut list, 2, chunk.len());
+            let sql = format!(
+                "UPDATE tasks SET deps_remaining = deps_remaining - \
+                     (SELECT COUNT(*) FROM task_deps d WHERE d.job_id = tasks.job_id \
+                      AND d.seq = tasks.seq AND d.dep_seq IN ({list})) \
+                 WHERE job_id = $1 AND seq IN \
+                     (SELECT seq FROM task_deps WHERE job_id = $1 AND dep_seq IN ({list}))"
+            );
+            let mut query = sqlx::query(&sql).bind(job_id);
+            for seq in chunk {
+                query = query.bind(*seq);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        let done = sqlx::query(
+            "UPDATE tasks SET state = 'queued' \
+             WHERE job_id = $1 AND state = 'blocked' AND deps_remaining <= 0",
+        )
+        .bind(job_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Inserts a job's merge step as queued (or queues it again).
+    pub(crate) async fn insert_merge(
+        &mut self,
+        job_id: &str,
+        pool: &str,
+        merge: &NewTask,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO tasks (job_id, seq, name, kind, pool, state, parameters, inputs, \
+             depends_on, env, deps_remaining) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0) \
+             ON CONFLICT (job_id, seq) DO UPDATE SET state = $6, failures = 0, finished_at = NULL",
+        )
+        .bind(job_id)
+        .bind(merge.seq)
+        .bind(&merge.name)
+        .bind(merge.kind.as_str())
+        .bind(pool)
+        .bind(merge.state.as_str())
+        .bind(&merge.parameters)
+        .bind(&merge.inputs)
+        .bind(&merge.depends_on)
+        .bind(&merge.env)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The first failed task of a job (by position) and its failure.
+    pub(crate) async fn first_failed_task(
+        &mut self,
+        job_id: &str,
+    ) -> Result<Option<(String, Failure)>, Error> {
+        let row = sqlx::query(
+            "SELECT name, failure_kind, failure FROM tasks \
+             WHERE job_id = $1 AND state = 'failed' ORDER BY seq LIMIT 1",
+        )
+        .bind(job_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let failure = super::parse_failure(&row)?.unwrap_or_else(|| {
+            Failure::new(crate::model::FailureKind::Internal, "no reason recorded")
+        });
+        Ok(Some((row.try_get("name")?, failure)))
+    }
+
+    /// Stores running attempts' progress (only for the attempt still current).
+    pub(crate) async fn set_progress(
+        &mut self,
+        progress: &[(&crate::protocol::AttemptKey, f32)],
+    ) -> Result<(), Error> {
+        for (key, fraction) in progress {
+            sqlx::query(
+                "UPDATE tasks SET progress = $4 WHERE job_id = $1 AND seq = $2 \
+                 AND attempts = $3 AND state = 'running'",
+            )
+            .bind(&key.job_id)
+            .bind(key.seq)
+            .bind(key.attempt as i64)
+            .bind(*fraction as f64)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Counts a job's tasks (split and merge steps excluded) by state.
+    pub(crate) async fn count_tasks(
+        &mut self,
+        job_id: &str,
+    ) -> Result<std::collections::HashMap<TaskState, u64>, Error> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM tasks WHERE job_id = $1 AND kind = 'process' \
+             AND state IN ('blocked', 'queued', 'running', 'failed', 'cancelled') \
+             GROUP BY state",
+        )
+        .bind(job_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    parse_column(row, "state")?,
+                    row.try_get::<i64, _>("n")? as u64,
+                ))
+            })
+            .collect()
+    }
+
+    /// Cancels every unfinished task of a job; returns how many.
+    pub(crate) async fn cancel_tasks(&mut self, job_id: &str, now: i64) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "UPDATE tasks SET state = 'cancelled', finished_at = $2 \
+             WHERE job_id = $1 AND state IN ('blocked', 'queued', 'running')",
+        )
+        .bind(job_id)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Gives failed and cancelled tasks of a job a fresh set of retries:
+    /// those still waiting on dependencies block again, the rest queue.
+    pub(crate) async fn reprocess_tasks(&mut self, job_id: &str) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "UPDATE tasks SET state = CASE WHEN deps_remaining > 0 THEN 'blocked' ELSE 'queued' END, \
+             failures = 0, finished_at = NULL, node = NULL \
+             WHERE job_id = $1 AND state IN ('failed', 'cancelled')",
+        )
+        .bind(job_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Puts the running tasks of a node back in the queue without counting a
+    /// failure (the node was lost or restarted); returns how many.
+    pub(crate) async fn requeue_node_tasks(
+        &mut self,
+        pool: &str,
+        node: &str,
+    ) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "UPDATE tasks SET state = 'queued', node = NULL \
+             WHERE pool = $1 AND state = 'running' AND node = $2",
+        )
+        .bind(pool)
+        .bind(node)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Registers a node, or refreshes its registration.
+    pub(crate) async fn upsert_node(
+        &mut self,
+        node: &NodeRegistration,
+        now: i64,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO nodes (id, pool, hostname, address, slots, state, registered_at, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, 'idle', $6, $6) \
+             ON CONFLICT (id) DO UPDATE SET pool = $2, hostname = $3, address = $4, slots = $5, \
+             state = 'idle', registered_at = $6, last_seen = $6",
+        )
+        .bind(&node.node_id)
+        .bind(&node.pool)
+        .bind(&node.hostname)
+        .bind(&node.address)
+        .bind(node.slots as i64)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The pool a registered node serves, if it is registered.
+    pub(crate) async fn node_pool(&mut self, node: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT pool FROM nodes WHERE id = $1")
+            .bind(node)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(row.map(|r| r.try_get("pool")).transpose()?)
+    }
+
+    /// Records that a node is alive; false if it is not registered.
+    pub(crate) async fn touch_node(
+        &mut self,
+        node: &str,
+        state: &str,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE nodes SET state = $2, last_seen = $3 WHERE id = $1 AND state <> 'removed'",
+        )
+        .bind(node)
+        .bind(state)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Sets a node's state.
+    pub(crate) async fn set_node_state(&mut self, node: &str, state: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE nodes SET state = $2 WHERE id = $1")
+            .bind(node)
+            .bind(state)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Nodes that said nothing since `cutoff` and are not yet offline.
+    pub(crate) async fn silent_nodes(
+        &mut self,
+        cutoff: i64,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, pool FROM nodes WHERE state IN ('starting', 'idle', 'busy') \
+             AND last_seen < $1",
+        )
+        .bind(cutoff)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("pool")?)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_store;
+
+    fn task(seq: i64, name: &str, state: TaskState, deps: i64) -> NewTask {
+        NewTask {
+            seq,
+            name: name.into(),
+            kind: TaskKind::Process,
+            state,
+            parameters: "{}".into(),
+            inputs: "[]".into(),
+            depends_on: "[]".into(),
+            env: "[]".into(),
+            deps_remaining: deps,
+        }
+    }
+
+    #[tokio::test]
+    async fn lease_takes_oldest_queued_and_bumps_the_fencing_token() {
+        let (_dir, store) = temp_store().await;
+        let mut tx = store.begin().await.unwrap();
+        let tasks: Vec<_> = (1..=5)
+            .map(|i| task(i, &format!("t{i}"), TaskState::Queued, 0))
+            .collect();
+        tx.insert_tasks("job-b", "p", &tasks).await.unwrap();
+        tx.insert_tasks("job-a", "p", &tasks[..2]).await.unwrap();
+        tx.insert_tasks("job-c", "other", &tasks[..2])
+            .await
+            .unwrap();
+        let leased = tx.lease("p", "n1", 3, 1000).await.unwrap();
+        let got: Vec<_> = leased.iter().map(|t| (t.job_id.as_str(), t.seq)).collect();
+        assert_eq!(got, vec![("job-a", 1), ("job-a", 2), ("job-b", 1)]);
+        assert!(leased.iter().all(|t| t.attempts == 1));
+        let rest = tx.lease("p", "n2", 100, 1001).await.unwrap();
+        assert_eq!(rest.len(), 4, "the four left in pool p");
+        assert!(tx.lease("p", "n2", 100, 1002).await.unwrap().is_empty());
+        // Losing the node puts its tasks back, and the next lease is attempt 2.
+        assert_eq!(tx.requeue_node_tasks("p", "n1").await.unwrap(), 3);
+        let again = tx.lease("p", "n3", 100, 1003).await.unwrap();
+        assert_eq!(again.len(), 3);
+        assert!(again.iter().all(|t| t.attempts == 2));
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn dependents_are_queued_when_all_their_dependencies_succeed() {
+        let (_dir, store) = temp_store().await;
+        let mut tx = store.begin().await.unwrap();
+        // c depends on a and b; d depends on c.
+        tx.insert_tasks(
+            "j",
+            "p",
+            &[
+                task(1, "a", TaskState::Queued, 0),
+                task(2, "b", TaskState::Queued, 0),
+                task(3, "c", TaskState::Blocked, 2),
+                task(4, "d", TaskState::Blocked, 1),
+            ],
+        )
+        .await
+        .unwrap();
+        tx.insert_deps("j", &[(1, 3), (2, 3), (3, 4)])
+            .await
+            .unwrap();
+        assert_eq!(tx.release_dependents("j", &[1]).await.unwrap(), 0);
+        assert_eq!(tx.release_dependents("j", &[2]).await.unwrap(), 1);
+        let states = tx.current_tasks("j", &[3, 4]).await.unwrap();
+        assert_eq!(states[0].state, TaskState::Queued);
+        assert_eq!(states[1].state, TaskState::Blocked);
+        tx.commit().await.unwrap();
+    }
+}

@@ -1,0 +1,264 @@
+//! `tessera bench`: figures measured on this machine, printed as one JSON
+//! line each.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Args;
+use tessera_framework::jobs::SubmitJob;
+use tessera_framework::model::{Job, JobState};
+use tessera_framework::protocol::TaskLimits;
+use tessera_framework::runtime::Sandbox;
+use tessera_sample_montecarlo_model::{
+    Histogram, RiskParameters, RiskSummary, Tail, partition, path_loss, risk_from_tail,
+};
+
+use super::ServiceArgs;
+use crate::client::Client;
+use crate::embedded::Embedded;
+
+/// Arguments of `tessera bench throughput`.
+#[derive(Args, Debug)]
+pub struct ThroughputArgs {
+    /// Number of trivial tasks in the job.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: u64,
+    /// Keep the service's data here instead of in a temporary folder.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+/// Arguments of `tessera bench compute`.
+#[derive(Args, Debug)]
+pub struct ComputeArgs {
+    /// Monte Carlo paths.
+    #[arg(long, default_value_t = 2_000_000)]
+    paths: u64,
+    /// Tasks the job is split into (default: four per slot).
+    #[arg(long)]
+    tasks: Option<u64>,
+    /// Keep the service's data here instead of in a temporary folder.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+/// A service for one benchmark, in a temporary folder unless one is given.
+async fn start(
+    data_dir: Option<PathBuf>,
+    args: &ServiceArgs,
+) -> anyhow::Result<(Embedded, Option<tempfile::TempDir>)> {
+    let (dir, temp) = match data_dir {
+        Some(d) => (d, None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("tessera-bench-")
+                .tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let embedded =
+        Embedded::start(args.config(dir), SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    Ok((embedded, temp))
+}
+
+/// Submits a job of a sample and waits for it; returns the job and the
+/// seconds from submission to its end.
+async fn run_sample(
+    client: &Client,
+    sample: &str,
+    parameters: serde_json::Value,
+) -> anyhow::Result<(Job, f64)> {
+    let sample = tessera_samples::get(sample).context("the sample is missing")?;
+    client
+        .publish_bytes(
+            sample.name,
+            sample.assembly.to_vec(),
+            sample.image.map(<[u8]>::to_vec),
+        )
+        .await?;
+    let serde_json::Value::Object(parameters) = parameters else {
+        bail!("parameters must be an object");
+    };
+    let start = Instant::now();
+    let job = client
+        .submit(&SubmitJob {
+            app: sample.name.into(),
+            parameters,
+            max_task_retries: Some(0),
+            ..SubmitJob::default()
+        })
+        .await?;
+    let job = client
+        .wait(&job.id, Duration::from_millis(20), |_| {})
+        .await?;
+    let secs = start.elapsed().as_secs_f64();
+    ensure!(
+        job.state == JobState::Completed,
+        "the benchmark job ended {}: {}",
+        job.state,
+        job.failure
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    Ok((job, secs))
+}
+
+/// `tessera bench throughput`.
+pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode> {
+    let (embedded, _temp) = start(args.data_dir.clone(), &args.service).await?;
+    let slots = embedded.service.config().embedded_slots;
+    ensure!(
+        slots > 0,
+        "the benchmark needs an embedded pool: give --slots 1 or more"
+    );
+    let client = Client::new(&embedded.url())?;
+    let (job, secs) =
+        run_sample(&client, "noop", serde_json::json!({ "tasks": args.tasks })).await?;
+    ensure!(
+        job.progress.succeeded == args.tasks,
+        "only {} tasks succeeded",
+        job.progress.succeeded
+    );
+    let tasks_per_sec = args.tasks as f64 / secs;
+
+    // The same processor on the same engine, without the service around it.
+    let version = client.app_version("noop", job.app_version).await?;
+    let folders = tempfile::tempdir()?;
+    for d in ["app", "inputs", "output"] {
+        std::fs::create_dir(folders.path().join(d))?;
+    }
+    let config = embedded.service.config().scheduler.clone();
+    let sandbox = Sandbox {
+        app: folders.path().join("app"),
+        inputs: folders.path().join("inputs"),
+        output: Some(folders.path().join("output")),
+        env: vec![("TESSERA_JOB_ID".into(), "bench".into())],
+        limits: TaskLimits {
+            memory_bytes: config.task_memory_bytes,
+            timeout_ms: 60_000,
+            output_bytes: config.task_output_bytes,
+            log_bytes: config.task_log_bytes,
+        },
+        cancel: Arc::new(AtomicBool::new(false)),
+        progress: Arc::new(AtomicU32::new(0)),
+    };
+    let runtime = embedded.service.runtime().clone();
+    let calls = args.tasks.clamp(1_000, 200_000) as usize;
+    let raw_per_sec = tokio::task::spawn_blocking(move || {
+        runtime.measure_process_rate(&version.processor, &sandbox, slots, calls)
+    })
+    .await?
+    .map_err(|f| anyhow::anyhow!("the raw measurement failed: {f}"))?;
+    embedded.stop().await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "throughput",
+            "tasks": args.tasks,
+            "slots": slots,
+            "secs": round(secs),
+            "tasks_per_sec": round(tasks_per_sec),
+            "raw_per_sec": round(raw_per_sec),
+            "ratio": round(tasks_per_sec / raw_per_sec),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tessera bench compute`.
+pub(super) async fn compute(args: ComputeArgs) -> anyhow::Result<ExitCode> {
+    let (embedded, _temp) = start(args.data_dir.clone(), &args.service).await?;
+    let slots = embedded.service.config().embedded_slots;
+    ensure!(
+        slots > 0,
+        "the benchmark needs an embedded pool: give --slots 1 or more"
+    );
+    let tasks = args.tasks.unwrap_or(slots as u64 * 4);
+    let params = RiskParameters {
+        paths: args.paths,
+        seed: 42,
+        confidence: 0.99,
+        horizon_days: 10,
+        tasks: tasks as u32,
+    };
+    let client = Client::new(&embedded.url())?;
+    let (job, wasm_secs) = run_sample(&client, "montecarlo", serde_json::to_value(params)?).await?;
+    let result = client
+        .outputs(&job.id)
+        .await?
+        .into_iter()
+        .find(|o| o.task.is_none() && o.path == "result.json")
+        .context("the job wrote no result.json")?;
+    let summary: RiskSummary =
+        serde_json::from_slice(&client.output_bytes(&job.id, &result).await?)?;
+    embedded.stop().await?;
+
+    let native_start = Instant::now();
+    let (var, es) = tokio::task::spawn_blocking(move || native_risk(&params, slots)).await?;
+    let native_secs = native_start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "compute",
+            "sample": "montecarlo",
+            "paths": args.paths,
+            "tasks": tasks,
+            "slots": slots,
+            "wasm_secs": round(wasm_secs),
+            "native_secs": round(native_secs),
+            "ratio": round(wasm_secs / native_secs),
+            "identical": var.to_bits() == summary.var.to_bits()
+                && es.to_bits() == summary.expected_shortfall.to_bits(),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The montecarlo computation natively on `threads` threads: each simulates
+/// a share of the paths keeping its tail and histogram, as the tasks do.
+fn native_risk(params: &RiskParameters, threads: usize) -> (f64, f64) {
+    let model = params.model();
+    let k = params.tail_len();
+    let partials: Vec<Vec<f64>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = partition(params.paths, threads as u64)
+            .into_iter()
+            .map(|range| {
+                let model = &model;
+                scope.spawn(move || {
+                    let mut tail = Tail::new(k);
+                    let mut histogram = Histogram::new(model);
+                    for path in range {
+                        let loss = path_loss(model, path);
+                        tail.push(loss);
+                        histogram.add(loss);
+                    }
+                    std::hint::black_box(histogram.total());
+                    tail.into_sorted_desc()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a worker panicked"))
+            .collect()
+    });
+    let mut tail = Tail::new(k);
+    for partial in partials {
+        tail.extend(partial);
+    }
+    risk_from_tail(&tail.into_sorted_desc(), k)
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,153 @@
+//! How the command line shows things.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tessera_framework::model::{AppSummary, AppVersion, Job, Task};
+
+/// Prints a value as pretty JSON.
+pub(super) fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn when(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// `1m 05s`-style durations.
+pub(super) fn duration(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        let s = secs.round() as u64;
+        if s < 3600 {
+            format!("{}m {:02}s", s / 60, s % 60)
+        } else {
+            format!("{}h {:02}m", s / 3600, (s % 3600) / 60)
+        }
+    }
+}
+
+pub(super) fn apps(apps: &[AppSummary]) {
+    if apps.is_empty() {
+        println!(
+            "No applications yet. Publish one with `tessera app publish NAME --assembly assembly.zip`."
+        );
+        return;
+    }
+    println!("{:<32} {:>7}  {}", "APPLICATION", "LATEST", "CREATED");
+    for a in apps {
+        println!(
+            "{:<32} {:>7}  {}",
+            a.name,
+            a.latest_version,
+            when(&a.created_at)
+        );
+    }
+}
+
+pub(super) fn app_version(v: &AppVersion) {
+    println!(
+        "{} version {} (published {})",
+        v.app,
+        v.version,
+        when(&v.created_at)
+    );
+    println!(
+        "  assembly   sha256:{} ({} bytes)",
+        v.assembly.sha256, v.assembly.size
+    );
+    match &v.image {
+        Some(i) => println!("  image      sha256:{} ({} bytes)", i.sha256, i.size),
+        None => println!("  image      none"),
+    }
+    if v.parameters.is_empty() {
+        println!("  parameters none");
+    } else {
+        println!("  parameters");
+        for (name, p) in &v.parameters {
+            let default = p
+                .default
+                .as_ref()
+                .map_or_else(|| "required".to_owned(), |d| format!("default {d}"));
+            let description = p.description.as_deref().unwrap_or("");
+            println!(
+                "    {name:<20} {:<6} {default:<20} {description}",
+                format!("{:?}", p.kind).to_lowercase()
+            );
+        }
+    }
+}
+
+pub(super) fn jobs(jobs: &[Job]) {
+    if jobs.is_empty() {
+        println!("No jobs.");
+        return;
+    }
+    println!(
+        "{:<36}  {:<20} {:<10} {:>7}  {}",
+        "JOB", "APPLICATION", "STATE", "DONE", "SUBMITTED"
+    );
+    for j in jobs {
+        println!(
+            "{:<36}  {:<20} {:<10} {:>6.1}%  {}",
+            j.id,
+            format!("{}@{}", j.app, j.app_version),
+            j.state.as_str(),
+            j.progress.percent,
+            when(&j.created_at)
+        );
+    }
+}
+
+pub(super) fn job(j: &Job) {
+    let p = &j.progress;
+    println!("job        {}", j.id);
+    println!("app        {} version {}", j.app, j.app_version);
+    println!("state      {}", j.state);
+    println!(
+        "tasks      {}/{} succeeded ({:.1}%), {} running, {} queued, {} blocked, {} failed, {} cancelled",
+        p.succeeded, p.total, p.percent, p.running, p.queued, p.blocked, p.failed, p.cancelled
+    );
+    println!("submitted  {}", when(&j.created_at));
+    if let Some(end) = &j.finished_at {
+        let secs = (*end - j.created_at).num_milliseconds() as f64 / 1000.0;
+        println!("finished   {} (after {})", when(end), duration(secs));
+    }
+    if let Some(f) = &j.failure {
+        println!("failure    {f}");
+    }
+}
+
+pub(super) fn tasks(tasks: &[Task]) {
+    println!(
+        "{:<24} {:<8} {:<10} {:>8}  {:<24} {}",
+        "TASK", "KIND", "STATE", "ATTEMPTS", "NODE", "FAILURE"
+    );
+    for t in tasks {
+        println!(
+            "{:<24} {:<8} {:<10} {:>8}  {:<24} {}",
+            t.name,
+            t.kind.as_str(),
+            t.state.as_str(),
+            t.attempts,
+            t.node.as_deref().unwrap_or("-"),
+            t.failure
+                .as_ref()
+                .map(|f| f.to_string())
+                .unwrap_or_default()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(1.25), "1.2s");
+        assert_eq!(duration(65.0), "1m 05s");
+        assert_eq!(duration(7260.0), "2h 01m");
+    }
+}

@@ -1,0 +1,274 @@
+//! The `tessera` command.
+
+mod bench;
+mod commands;
+mod demo;
+mod display;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The default address of `tessera serve` and of the client commands.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+
+/// Tessera: publish batch applications as WebAssembly, split jobs into
+/// tasks, run them on a pool, and collect the results.
+#[derive(Parser, Debug)]
+#[command(name = "tessera", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the client commands find the service.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// The service's URL.
+    #[arg(
+        long,
+        env = "TESSERA_URL",
+        default_value = "http://127.0.0.1:7878",
+        global = true
+    )]
+    url: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service: portal API, scheduler and an embedded local pool.
+    Serve(ServeArgs),
+    /// Start a throw-away service, run a sample job end to end, and show the result.
+    Demo(DemoArgs),
+    /// Publish and inspect applications.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Submit, watch and manage jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Measure Tessera on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Settings of a service run by this process.
+#[derive(Args, Debug, Clone)]
+pub struct ServiceArgs {
+    /// Task slots of the embedded local pool (default: one per CPU core; 0: none).
+    #[arg(long, env = "TESSERA_SLOTS")]
+    slots: Option<usize>,
+    /// Memory limit of one task attempt, in MiB.
+    #[arg(long, env = "TESSERA_TASK_MEMORY_MIB", default_value_t = 1024)]
+    task_memory_mib: u64,
+    /// Seconds of silence after which a node is presumed lost and its tasks requeued.
+    #[arg(long, env = "TESSERA_NODE_TIMEOUT_SECS", default_value_t = 30)]
+    node_timeout_secs: u64,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Folder holding all state and files (created if missing).
+    #[arg(long, env = "TESSERA_DATA_DIR", default_value = "tessera-data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "TESSERA_LISTEN", default_value = DEFAULT_ADDR)]
+    listen: SocketAddr,
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Folder for the demo's state and outputs (default: a new temporary folder, kept).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Which sample to run.
+    #[arg(long, default_value = "montecarlo")]
+    sample: String,
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum AppCommand {
+    /// Publish a new version of an application.
+    Publish {
+        /// The application's name.
+        name: String,
+        /// The cloud assembly zip (assembly.toml, splitter.wasm, processor.wasm).
+        #[arg(long)]
+        assembly: PathBuf,
+        /// The application image zip, mounted read-only at /app.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List applications.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show an application's versions and parameters.
+    Show {
+        /// The application's name.
+        name: String,
+        /// Only this version.
+        #[arg(long)]
+        version: Option<u32>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCommand {
+    /// Submit a job.
+    Submit(commands::SubmitArgs),
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only jobs older than this job id (for paging).
+        #[arg(long)]
+        before: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show a job and its progress.
+    Show {
+        /// The job's id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List a job's tasks.
+    Tasks {
+        /// The job's id.
+        id: String,
+        /// Only tasks in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only tasks after this cursor (the `next` of a previous page).
+        #[arg(long)]
+        after: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Print a task attempt's stdout (or stderr).
+    Logs {
+        /// The job's id.
+        id: String,
+        /// The task's name (`_split` and `_merge` for the two steps).
+        task: String,
+        /// Print stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// Which attempt (default: the latest finished one).
+        #[arg(long)]
+        attempt: Option<u32>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Download a job's outputs.
+    Download {
+        /// The job's id.
+        id: String,
+        /// Where to put them (default: ./<job id>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Download one zip of everything instead of separate files.
+        #[arg(long)]
+        zip: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Cancel a job.
+    Cancel {
+        /// The job's id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Run a finished job's failed tasks again.
+    Reprocess {
+        /// The job's id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Trivial tasks through the whole service, against raw wasmtime on the same engine.
+    Throughput(bench::ThroughputArgs),
+    /// The montecarlo job against the same computation natively.
+    Compute(bench::ComputeArgs),
+}
+
+/// Runs the command line; the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => commands::serve(args.data_dir, args.listen, &args.service).await,
+        Command::Demo(args) => demo::run(args.data_dir, &args.sample, &args.service).await,
+        Command::App(cmd) => commands::app(cmd).await,
+        Command::Job(cmd) => commands::job(cmd).await,
+        Command::Bench(BenchCommand::Throughput(args)) => bench::throughput(args).await,
+        Command::Bench(BenchCommand::Compute(args)) => bench::compute(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

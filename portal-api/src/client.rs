@@ -1,0 +1,536 @@
+//! A typed client of the portal API, used by the `tessera` command and the
+//! end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use tessera_framework::digest::Digest;
+use tessera_framework::jobs::{JobPage, SubmitJob, TaskPage};
+use tessera_framework::model::{
+    AppSummary, AppVersion, FileRef, Job, JobState, LogStream, Output, TaskDetail, TaskState,
+};
+use tokio::io::AsyncWriteExt;
+
+use crate::server::{AppDetail, DigestList, ErrorBody, MissingFiles};
+
+/// What can go wrong talking to the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The service answered with an error.
+    #[error("{message}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The error's stable code.
+        code: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The service could not be reached.
+    #[error(
+        "cannot reach the Tessera service at {url}: {source}. Is `tessera serve` running there? (set the address with --url or TESSERA_URL)"
+    )]
+    Unreachable {
+        /// The service's address.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// The transfer failed part-way, or the answer was not understood.
+    #[error("talking to the service failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// Local file I/O failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The URL is not usable.
+    #[error("`{0}` is not a valid service URL (expected something like http://127.0.0.1:7878)")]
+    BadUrl(String),
+}
+
+impl ClientError {
+    /// The error's code, if the service sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, if the service answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}
+
+/// A client of one Tessera service.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the service at `url` (e.g. `http://127.0.0.1:7878`).
+    pub fn new(url: &str) -> Result<Self, ClientError> {
+        let base = url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::BadUrl(url.to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self { base, http })
+    }
+
+    /// The service's address.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                ClientError::Unreachable {
+                    url: self.base.clone(),
+                    source: e,
+                }
+            } else {
+                ClientError::Http(e)
+            }
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => ClientError::Api {
+                status: status.as_u16(),
+                code: body.code,
+                message: body.message,
+            },
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                code: "http_error".into(),
+                message: format!(
+                    "the service answered {status}: {}",
+                    text.chars().take(500).collect::<String>()
+                ),
+            },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        Ok(self.send(request).await?.json().await?)
+    }
+
+    /// Whether the service is up and ready.
+    pub async fn health(&self) -> Result<(), ClientError> {
+        self.send(self.request(Method::GET, "/healthz")).await?;
+        Ok(())
+    }
+
+    /// Publishes a new version of an application.
+    pub async fn publish(
+        &self,
+        name: &str,
+        assembly: &Path,
+        image: Option<&Path>,
+    ) -> Result<AppVersion, ClientError> {
+        let mut form = reqwest::multipart::Form::new().part("assembly", file_part(assembly).await?);
+        if let Some(image) = image {
+            form = form.part("image", file_part(image).await?);
+        }
+        self.json(
+            self.request(
+                Method::POST,
+                &format!("/v1/apps/{}/versions", segment(name)),
+            )
+            .multipart(form),
+        )
+        .await
+    }
+
+    /// Publishes a new version of an application from zips in memory.
+    pub async fn publish_bytes(
+        &self,
+        name: &str,
+        assembly: Vec<u8>,
+        image: Option<Vec<u8>>,
+    ) -> Result<AppVersion, ClientError> {
+        let part = |bytes: Vec<u8>, file: &'static str| {
+            reqwest::multipart::Part::bytes(bytes).file_name(file)
+        };
+        let mut form =
+            reqwest::multipart::Form::new().part("assembly", part(assembly, "assembly.zip"));
+        if let Some(image) = image {
+            form = form.part("image", part(image, "image.zip"));
+        }
+        self.json(
+            self.request(
+                Method::POST,
+                &format!("/v1/apps/{}/versions", segment(name)),
+            )
+            .multipart(form),
+        )
+        .await
+    }
+
+    /// The applications.
+    pub async fn apps(&self) -> Result<Vec<AppSummary>, ClientError> {
+        self.json(self.request(Method::GET, "/v1/apps")).await
+    }
+
+    /// An application with its versions.
+    pub async fn app(&self, name: &str) -> Result<AppDetail, ClientError> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{}", segment(name))))
+            .await
+    }
+
+    /// One version of an application.
+    pub async fn app_version(&self, name: &str, version: u32) -> Result<AppVersion, ClientError> {
+        self.json(self.request(
+            Method::GET,
+            &format!("/v1/apps/{}/versions/{version}", segment(name)),
+        ))
+        .await
+    }
+
+    /// Which of these files the service does not have.
+    pub async fn missing_files(&self, digests: &[Digest]) -> Result<Vec<Digest>, ClientError> {
+        let body = DigestList {
+            sha256: digests.to_vec(),
+        };
+        let missing: MissingFiles = self
+            .json(self.request(Method::POST, "/v1/files/missing").json(&body))
+            .await?;
+        Ok(missing.missing)
+    }
+
+    /// Uploads a local file unless the service already has it.
+    pub async fn upload_file(&self, path: &Path) -> Result<FileRef, ClientError> {
+        let owned = path.to_path_buf();
+        let (sha256, size) = tokio::task::spawn_blocking(move || Digest::of_file(&owned))
+            .await
+            .map_err(|e| ClientError::io("hashing")(std::io::Error::other(e)))?
+            .map_err(ClientError::io(format!("reading {}", path.display())))?;
+        if self.missing_files(&[sha256]).await?.is_empty() {
+            return Ok(FileRef { sha256, size });
+        }
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(ClientError::io(format!("opening {}", path.display())))?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        self.json(
+            self.request(Method::PUT, &format!("/v1/files/{sha256}"))
+                .header(reqwest::header::CONTENT_LENGTH, size)
+                .body(body),
+        )
+        .await
+    }
+
+    /// Uploads bytes unless the service already has them.
+    pub async fn upload_bytes(&self, bytes: Bytes) -> Result<FileRef, ClientError> {
+        let sha256 = Digest::of(&bytes);
+        self.json(
+            self.request(Method::PUT, &format!("/v1/files/{sha256}"))
+                .body(bytes),
+        )
+        .await
+    }
+
+    /// Submits a job.
+    pub async fn submit(&self, request: &SubmitJob) -> Result<Job, ClientError> {
+        self.json(self.request(Method::POST, "/v1/jobs").json(request))
+            .await
+    }
+
+    /// A page of jobs, newest first.
+    pub async fn jobs(
+        &self,
+        state: Option<JobState>,
+        before: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<JobPage, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = state {
+            query.push(("state", s.to_string()));
+        }
+        if let Some(b) = before {
+            query.push(("before", b.to_owned()));
+        }
+        if let Some(l) = limit {
+            query.push(("limit", l.to_string()));
+        }
+        self.json(self.request(Method::GET, "/v1/jobs").query(&query))
+            .await
+    }
+
+    /// A job with its progress.
+    pub async fn job(&self, id: &str) -> Result<Job, ClientError> {
+        self.json(self.request(Method::GET, &format!("/v1/jobs/{}", segment(id))))
+            .await
+    }
+
+    /// Cancels a job.
+    pub async fn cancel(&self, id: &str) -> Result<Job, ClientError> {
+        self.json(self.request(Method::POST, &format!("/v1/jobs/{}/cancel", segment(id))))
+            .await
+    }
+
+    /// Runs a finished job's failed tasks again.
+    pub async fn reprocess(&self, id: &str) -> Result<Job, ClientError> {
+        self.json(self.request(Method::POST, &format!("/v1/jobs/{}/reprocess", segment(id))))
+            .await
+    }
+
+    /// A page of a job's tasks.
+    pub async fn tasks(
+        &self,
+        id: &str,
+        state: Option<TaskState>,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<TaskPage, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = state {
+            query.push(("state", s.to_string()));
+        }
+        if let Some(a) = after {
+            query.push(("after", a.to_owned()));
+        }
+        if let Some(l) = limit {
+            query.push(("limit", l.to_string()));
+        }
+        self.json(
+            self.request(Method::GET, &format!("/v1/jobs/{}/tasks", segment(id)))
+                .query(&query),
+        )
+        .await
+    }
+
+    /// A task with its attempts.
+    pub async fn task(&self, id: &str, name: &str) -> Result<TaskDetail, ClientError> {
+        self.json(self.request(
+            Method::GET,
+            &format!("/v1/jobs/{}/tasks/{}", segment(id), segment(name)),
+        ))
+        .await
+    }
+
+    /// A task attempt's stdout or stderr (the latest attempt by default).
+    pub async fn log(
+        &self,
+        id: &str,
+        name: &str,
+        stream: LogStream,
+        attempt: Option<u32>,
+    ) -> Result<Bytes, ClientError> {
+        let which = match stream {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        };
+        let mut request = self.request(
+            Method::GET,
+            &format!("/v1/jobs/{}/tasks/{}/{which}", segment(id), segment(name)),
+        );
+        if let Some(a) = attempt {
+            request = request.query(&[("attempt", a)]);
+        }
+        Ok(self.send(request).await?.bytes().await?)
+    }
+
+    /// Every output of a job.
+    pub async fn outputs(&self, id: &str) -> Result<Vec<Output>, ClientError> {
+        self.json(self.request(Method::GET, &format!("/v1/jobs/{}/outputs", segment(id))))
+            .await
+    }
+
+    /// One output's content.
+    pub async fn output_bytes(&self, id: &str, output: &Output) -> Result<Bytes, ClientError> {
+        Ok(self
+            .send(self.request(Method::GET, &output_path(id, output)))
+            .await?
+            .bytes()
+            .await?)
+    }
+
+    /// Downloads one output to a local file.
+    pub async fn download_output(
+        &self,
+        id: &str,
+        output: &Output,
+        dest: &Path,
+    ) -> Result<(), ClientError> {
+        let response = self
+            .send(self.request(Method::GET, &output_path(id, output)))
+            .await?;
+        save(response, dest).await
+    }
+
+    /// Downloads every output of a job into `dir` (job outputs at the top,
+    /// task outputs under `tasks/<task>/`); returns the files written.
+    pub async fn download_outputs(
+        &self,
+        id: &str,
+        dir: &Path,
+    ) -> Result<Vec<PathBuf>, ClientError> {
+        let mut written = Vec::new();
+        for output in self.outputs(id).await? {
+            let relative = match &output.task {
+                Some(task) => PathBuf::from("tasks").join(task).join(&output.path),
+                None => PathBuf::from(&output.path),
+            };
+            let dest = dir.join(relative);
+            self.download_output(id, &output, &dest).await?;
+            written.push(dest);
+        }
+        Ok(written)
+    }
+
+    /// Downloads every output of a job as one zip.
+    pub async fn download_zip(&self, id: &str, dest: &Path) -> Result<(), ClientError> {
+        let response = self
+            .send(self.request(
+                Method::GET,
+                &format!("/v1/jobs/{}/outputs.zip", segment(id)),
+            ))
+            .await?;
+        save(response, dest).await
+    }
+
+    /// Polls a job until it finishes, calling `on_progress` with each state.
+    pub async fn wait(
+        &self,
+        id: &str,
+        poll: Duration,
+        mut on_progress: impl FnMut(&Job),
+    ) -> Result<Job, ClientError> {
+        loop {
+            let job = self.job(id).await?;
+            on_progress(&job);
+            if job.state.is_finished() {
+                return Ok(job);
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+/// Whether an error means "not found".
+pub fn is_not_found(e: &ClientError) -> bool {
+    e.status() == Some(StatusCode::NOT_FOUND.as_u16())
+}
+
+fn output_path(id: &str, output: &Output) -> String {
+    let path: Vec<String> = output.path.split('/').map(segment).collect();
+    match &output.task {
+        Some(task) => format!(
+            "/v1/jobs/{}/tasks/{}/outputs/{}",
+            segment(id),
+            segment(task),
+            path.join("/")
+        ),
+        None => format!("/v1/jobs/{}/outputs/{}", segment(id), path.join("/")),
+    }
+}
+
+/// Percent-encodes one path segment.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn file_part(path: &Path) -> Result<reqwest::multipart::Part, ClientError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(ClientError::io(format!("opening {}", path.display())))?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(ClientError::io(format!("reading {}", path.display())))?
+        .len();
+    let name = path.file_name().map_or_else(
+        || "file.zip".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok(reqwest::multipart::Part::stream_with_length(
+        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file)),
+        size,
+    )
+    .file_name(name))
+}
+
+/// Streams a response body into a file, atomically.
+async fn save(response: reqwest::Response, dest: &Path) -> Result<(), ClientError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(ClientError::io(format!("creating {}", dir.display())))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(ClientError::io(format!("writing in {}", dir.display())))?;
+    let mut out = tokio::fs::File::from_std(
+        tmp.reopen()
+            .map_err(ClientError::io(format!("writing in {}", dir.display())))?,
+    );
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        out.write_all(&chunk?)
+            .await
+            .map_err(ClientError::io(format!("writing {}", dest.display())))?;
+    }
+    out.flush()
+        .await
+        .map_err(ClientError::io(format!("writing {}", dest.display())))?;
+    tmp.persist(dest)
+        .map_err(|e| ClientError::io(format!("writing {}", dest.display()))(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(segment("batch-0001.x_y~"), "batch-0001.x_y~");
+    }
+
+    #[test]
+    fn urls_must_be_http() {
+        assert!(matches!(
+            Client::new("localhost:1"),
+            Err(ClientError::BadUrl(_))
+        ));
+        assert_eq!(Client::new("http://h:1/").unwrap().url(), "http://h:1");
+    }
+}

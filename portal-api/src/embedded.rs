@@ -1,0 +1,56 @@
+//! An embedded service: the framework's [`Service`] and the HTTP server in
+//! this process, as `tessera serve`, `tessera demo`, the benchmarks and the
+//! tests run it.
+
+use std::net::SocketAddr;
+
+use tessera_framework::error::Error;
+use tessera_framework::service::{Service, ServiceConfig};
+use tokio::sync::oneshot;
+
+/// A running embedded service; stop it with [`Embedded::stop`].
+pub struct Embedded {
+    /// The service.
+    pub service: Service,
+    /// The address the API listens on.
+    pub addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Embedded {
+    /// Opens the service and starts serving the API on `listen` (port 0
+    /// picks a free port).
+    pub async fn start(config: ServiceConfig, listen: SocketAddr) -> Result<Self, Error> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Error::Invalid(format!("cannot listen on {listen}: {e}")))?;
+        let addr = listener.local_addr()?;
+        let service = Service::open(config).await?;
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(crate::server::run(listener, service.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            service,
+            addr,
+            shutdown,
+            server,
+        })
+    }
+
+    /// The API's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving (finishing requests in flight), then stops the service.
+    pub async fn stop(self) -> Result<(), Error> {
+        let _ = self.shutdown.send(());
+        match self.server.await {
+            Ok(result) => result?,
+            Err(e) => return Err(Error::Internal(format!("the HTTP server task failed: {e}"))),
+        }
+        self.service.shutdown().await
+    }
+}

@@ -1,0 +1,596 @@
+//! The HTTP server: the portal API under `/v1`, plus `/healthz`.
+//!
+//! Handlers are thin: they parse the request, name the caller's account, and
+//! call one [`Service`] method. Every error a client sees is
+//! `{"code": "...", "message": "..."}` with a status from the error's class.
+
+use std::future::Future;
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use tessera_framework::blobs::Spooled;
+use tessera_framework::digest::Digest;
+use tessera_framework::error::{Error, ErrorClass};
+use tessera_framework::jobs::SubmitJob;
+use tessera_framework::model::{DEFAULT_ACCOUNT, FileRef, JobState, LogStream, Output, TaskState};
+use tessera_framework::service::Service;
+
+/// Largest JSON request body.
+const MAX_JSON_BODY: usize = 4 << 20;
+
+/// The error body of every failed request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable snake_case code.
+    pub code: String,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// An error on its way to the client.
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            body: ErrorBody {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match e.class() {
+            ErrorClass::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorClass::NotFound => StatusCode::NOT_FOUND,
+            ErrorClass::Conflict => StatusCode::CONFLICT,
+            ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorClass::Internal => {
+                tracing::error!(error = %e, "request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        Self {
+            status,
+            body: ErrorBody {
+                code: e.code().into(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// JSON bodies whose rejections are [`ApiError`]s.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let code = match rejection {
+        JsonRejection::JsonDataError(_) => "invalid_body",
+        JsonRejection::JsonSyntaxError(_) => "invalid_json",
+        JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+        _ => "invalid_body",
+    };
+    let mut error = ApiError::bad_request(code, rejection.body_text());
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        error.status = status;
+        error.body.code = "too_large".into();
+    } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        error.status = status;
+    }
+    error
+}
+
+/// Query strings whose rejections are [`ApiError`]s.
+struct QueryParams<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// Path parameters whose rejections are [`ApiError`]s.
+struct PathParams<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e: PathRejection| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// The account a request acts for.
+struct Account(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Account {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(DEFAULT_ACCOUNT.to_owned()))
+    }
+}
+
+/// Builds the whole router.
+pub fn router(service: Service) -> Router {
+    let streaming = Router::new()
+        .route("/v1/files/{sha256}", put(upload_file))
+        .route("/v1/apps/{name}/versions", post(publish))
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/apps", get(list_apps))
+        .route("/v1/apps/{name}", get(show_app))
+        .route("/v1/apps/{name}/versions", get(list_versions))
+        .route("/v1/apps/{name}/versions/{version}", get(show_version))
+        .route("/v1/files/missing", post(missing_files))
+        .route("/v1/jobs", post(submit_job).get(list_jobs))
+        .route("/v1/jobs/{id}", get(show_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/jobs/{id}/reprocess", post(reprocess_job))
+        .route("/v1/jobs/{id}/tasks", get(list_tasks))
+        .route("/v1/jobs/{id}/tasks/{name}", get(show_task))
+        .route("/v1/jobs/{id}/tasks/{name}/{stream}", get(task_log))
+        .route(
+            "/v1/jobs/{id}/tasks/{name}/outputs/{*path}",
+            get(task_output),
+        )
+        .route("/v1/jobs/{id}/outputs", get(list_outputs))
+        .route("/v1/jobs/{id}/outputs.zip", get(outputs_zip))
+        .route("/v1/jobs/{id}/outputs/{*path}", get(job_output))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .merge(streaming)
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                body: ErrorBody {
+                    code: "no_such_route".into(),
+                    message: "no such API route; the API lives under /v1".into(),
+                },
+            }
+        })
+        .with_state(service)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes
+/// the requests in flight.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    service: Service,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// An application with all its versions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppDetail {
+    /// The application's name.
+    pub name: String,
+    /// Every version, newest first.
+    pub versions: Vec<tessera_framework::model::AppVersion>,
+}
+
+async fn list_apps(
+    State(service): State<Service>,
+    Account(account): Account,
+) -> ApiResult<Json<Vec<tessera_framework::model::AppSummary>>> {
+    Ok(Json(service.list_apps(&account).await?))
+}
+
+async fn show_app(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams(name): PathParams<String>,
+) -> ApiResult<Json<AppDetail>> {
+    let versions = service.app_versions(&account, &name).await?;
+    Ok(Json(AppDetail { name, versions }))
+}
+
+async fn list_versions(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams(name): PathParams<String>,
+) -> ApiResult<Json<Vec<tessera_framework::model::AppVersion>>> {
+    Ok(Json(service.app_versions(&account, &name).await?))
+}
+
+async fn show_version(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams((name, version)): PathParams<(String, u32)>,
+) -> ApiResult<Json<tessera_framework::model::AppVersion>> {
+    Ok(Json(
+        service.app_version(&account, &name, Some(version)).await?,
+    ))
+}
+
+async fn publish(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams(name): PathParams<String>,
+    request: Request,
+) -> ApiResult<(StatusCode, Json<tessera_framework::model::AppVersion>)> {
+    let mut multipart = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+    let limit = service.config().max_upload_bytes;
+    let mut image: Option<Spooled> = None;
+    let mut assembly: Option<Spooled> = None;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?
+    {
+        let slot = match field.name() {
+            Some("assembly") => &mut assembly,
+            Some("image") => &mut image,
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_multipart",
+                    format!(
+                        "unexpected form field {:?}; send `assembly` (required) and `image` (optional)",
+                        other.unwrap_or("")
+                    ),
+                ));
+            }
+        };
+        *slot = Some(
+            service
+                .blobs()
+                .spool(field.map_err(|e| e.body_text()), limit)
+                .await?,
+        );
+    }
+    let assembly = assembly.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_multipart",
+            "the form has no `assembly` field (the cloud assembly zip)",
+        )
+    })?;
+    let version = service
+        .publish(&account, &name, image.as_ref(), &assembly)
+        .await?;
+    Ok((StatusCode::CREATED, Json(version)))
+}
+
+async fn upload_file(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams(sha256): PathParams<String>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<FileRef>)> {
+    let expected: Digest = sha256
+        .parse()
+        .map_err(|e: tessera_framework::digest::BadDigest| {
+            ApiError::bad_request("invalid_digest", e.to_string())
+        })?;
+    let limit = service.config().max_upload_bytes;
+    let spooled = service
+        .blobs()
+        .spool(body.into_data_stream(), limit)
+        .await?;
+    let created = service
+        .store_upload(&account, Some(&expected), &spooled)
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(FileRef {
+            sha256: spooled.digest,
+            size: spooled.size,
+        }),
+    ))
+}
+
+/// Digests to look up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestList {
+    /// The digests.
+    pub sha256: Vec<Digest>,
+}
+
+/// Digests the account has not uploaded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MissingFiles {
+    /// The missing digests.
+    pub missing: Vec<Digest>,
+}
+
+async fn missing_files(
+    State(service): State<Service>,
+    Account(account): Account,
+    JsonBody(list): JsonBody<DigestList>,
+) -> ApiResult<Json<MissingFiles>> {
+    if list.sha256.len() > 100_000 {
+        return Err(ApiError::bad_request(
+            "too_many",
+            "ask about at most 100000 digests at a time",
+        ));
+    }
+    Ok(Json(MissingFiles {
+        missing: service.missing_files(&account, &list.sha256).await?,
+    }))
+}
+
+async fn submit_job(
+    State(service): State<Service>,
+    Account(account): Account,
+    JsonBody(request): JsonBody<SubmitJob>,
+) -> ApiResult<(StatusCode, Json<tessera_framework::model::Job>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(service.submit(&account, request).await?),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobListParams {
+    state: Option<String>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_jobs(
+    State(service): State<Service>,
+    Account(account): Account,
+    QueryParams(q): QueryParams<JobListParams>,
+) -> ApiResult<Json<tessera_framework::jobs::JobPage>> {
+    let state = q
+        .state
+        .map(|s| s.parse::<JobState>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", e))?;
+    Ok(Json(
+        service
+            .list_jobs(&account, state, q.before.as_deref(), q.limit.unwrap_or(50))
+            .await?,
+    ))
+}
+
+async fn show_job(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<tessera_framework::model::Job>> {
+    Ok(Json(service.job(&account, &id).await?))
+}
+
+async fn cancel_job(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<tessera_framework::model::Job>> {
+    Ok(Json(service.cancel(&account, &id).await?))
+}
+
+async fn reprocess_job(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<tessera_framework::model::Job>> {
+    Ok(Json(service.reprocess(&account, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskListParams {
+    state: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_tasks(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams(id): PathParams<String>,
+    QueryParams(q): QueryParams<TaskListParams>,
+) -> ApiResult<Json<tessera_framework::jobs::TaskPage>> {
+    let state = q
+        .state
+        .map(|s| s.parse::<TaskState>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", e))?;
+    Ok(Json(
+        service
+            .tasks(
+                &account,
+                &id,
+                state,
+                q.after.as_deref(),
+                q.limit.unwrap_or(100),
+            )
+            .await?,
+    ))
+}
+
+async fn show_task(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams((id, name)): PathParams<(String, String)>,
+) -> ApiResult<Json<tessera_framework::model::TaskDetail>> {
+    Ok(Json(service.task(&account, &id, &name).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogParams {
+    attempt: Option<u32>,
+}
+
+async fn task_log(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams((id, name, stream)): PathParams<(String, String, String)>,
+    QueryParams(q): QueryParams<LogParams>,
+) -> ApiResult<Response> {
+    let stream = match stream.as_str() {
+        "stdout" | "stdout.txt" => LogStream::Stdout,
+        "stderr" | "stderr.txt" => LogStream::Stderr,
+        other => {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                body: ErrorBody {
+                    code: "no_such_route".into(),
+                    message: format!("`{other}` is not a task log; use stdout or stderr"),
+                },
+            });
+        }
+    };
+    let (attempt, bytes) = service
+        .task_log(&account, &id, &name, stream, q.attempt)
+        .await?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            (
+                header::HeaderName::from_static("x-tessera-attempt"),
+                HeaderValue::from(attempt),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn list_outputs(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<Vec<Output>>> {
+    Ok(Json(service.outputs(&account, &id).await?))
+}
+
+async fn job_output(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams((id, path)): PathParams<(String, String)>,
+) -> ApiResult<Response> {
+    let output = service.output(&account, &id, None, &path).await?;
+    download(&service, &output).await
+}
+
+async fn task_output(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams((id, name, path)): PathParams<(String, String, String)>,
+) -> ApiResult<Response> {
+    let output = service.output(&account, &id, Some(&name), &path).await?;
+    download(&service, &output).await
+}
+
+async fn download(service: &Service, output: &Output) -> ApiResult<Response> {
+    let stream = service.read_file(&output.sha256).await?;
+    let filename = output.path.rsplit('/').next().unwrap_or("output");
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from(output.size)),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&format!(
+                    "attachment; filename=\"{}\"",
+                    filename.replace('"', "")
+                ))
+                .unwrap_or_else(|_| HeaderValue::from_static("attachment")),
+            ),
+            (
+                header::ETAG,
+                HeaderValue::from_str(&format!("\"{}\"", output.sha256))
+                    .unwrap_or_else(|_| HeaderValue::from_static("\"\"")),
+            ),
+        ],
+        Body::from_stream(stream.map_err(|e| std::io::Error::other(e.to_string()))),
+    )
+        .into_response())
+}
+
+async fn outputs_zip(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Response> {
+    let file = service.outputs_zip(&account, &id).await?;
+    let size = file.as_file().metadata().map_err(Error::from)?.len();
+    // Unlinking now is safe: the open handle keeps the content readable.
+    let (handle, path) = file.into_parts();
+    drop(path);
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(handle));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/zip"),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from(size)),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&format!("attachment; filename=\"{id}-outputs.zip\""))
+                    .unwrap_or_else(|_| HeaderValue::from_static("attachment")),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

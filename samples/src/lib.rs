@@ -1,0 +1,145 @@
+//! Tessera's sample applications, ready to publish.
+//!
+//! Each [`SampleApp`] carries its cloud assembly (a zip of `assembly.toml`,
+//! `splitter.wasm` and `processor.wasm`) and, when it has one, its application
+//! image, both built by this crate's build script: it compiles every guest
+//! crate of the repository for `wasm32-wasip2` (one nested cargo build, in
+//! `<target dir>/wasm-guests`) and packages the zips deterministically. The
+//! host uses them for `tessera demo`, `tessera bench` and its tests.
+//!
+//! | sample | what it shows |
+//! | --- | --- |
+//! | `montecarlo` | financial risk modelling: portfolio VaR and expected shortfall, the same answer whatever the task count |
+//! | `noop` | empty tasks, to measure the framework's per-task overhead |
+//!
+//! [`fixtures`] holds the raw components the host's tests run to check the
+//! sandbox and the failure handling.
+
+/// A sample application, as published by `tessera demo`.
+pub struct SampleApp {
+    /// The application's name.
+    pub name: &'static str,
+    /// One line saying what it computes.
+    pub summary: &'static str,
+    /// The cloud assembly zip.
+    pub assembly: &'static [u8],
+    /// The application image zip, if the application has one.
+    pub image: Option<&'static [u8]>,
+    /// The JSON object of parameters `tessera demo` submits.
+    pub demo_parameters: &'static str,
+}
+
+static SAMPLES: [SampleApp; 2] = [
+    SampleApp {
+        name: "montecarlo",
+        summary: "Portfolio value-at-risk and expected shortfall by Monte Carlo simulation",
+        assembly: include_bytes!(concat!(env!("OUT_DIR"), "/montecarlo-assembly.zip")),
+        image: include!(concat!(env!("OUT_DIR"), "/montecarlo-image.rs")),
+        demo_parameters: r#"{"paths": 200000, "tasks": 8}"#,
+    },
+    SampleApp {
+        name: "noop",
+        summary: "Empty tasks that measure the framework's per-task overhead",
+        assembly: include_bytes!(concat!(env!("OUT_DIR"), "/noop-assembly.zip")),
+        image: include!(concat!(env!("OUT_DIR"), "/noop-image.rs")),
+        demo_parameters: r#"{"tasks": 1000}"#,
+    },
+];
+
+/// Every sample application.
+pub fn all() -> &'static [SampleApp] {
+    &SAMPLES
+}
+
+/// The sample application called `name`.
+pub fn get(name: &str) -> Option<&'static SampleApp> {
+    SAMPLES.iter().find(|sample| sample.name == name)
+}
+
+/// The components of the host's tests (from `tests/guests/`).
+#[doc(hidden)]
+pub mod fixtures {
+    /// A splitter that returns any plan, or misbehaves, on request (job
+    /// parameter `mode`).
+    pub const HOSTILE_SPLITTER: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/hostile-splitter.wasm"));
+
+    /// A processor that misbehaves on request (task parameter `behaviour`).
+    pub const HOSTILE_PROCESSOR: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/hostile-processor.wasm"));
+
+    /// A WASI command that echoes its arguments, for `run_program`.
+    pub const ECHO_COMMAND: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/echo-command.wasm"));
+
+    /// The `assembly.toml` declaring the parameters of the hostile fixtures.
+    pub const HOSTILE_ASSEMBLY_TOML: &str =
+        include_str!("../../tests/guests/hostile-assembly.toml");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Read};
+
+    use super::*;
+
+    /// `\0asm` followed by the component-model version and layer.
+    const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+
+    fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+        (0..archive.len())
+            .map(|i| {
+                let mut file = archive.by_index(i).unwrap();
+                let mut contents = Vec::new();
+                file.read_to_end(&mut contents).unwrap();
+                (file.name().to_string(), contents)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn assemblies_hold_a_manifest_and_two_components() {
+        for sample in all() {
+            let entries = unzip(sample.assembly);
+            let names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
+            assert_eq!(
+                names,
+                ["assembly.toml", "processor.wasm", "splitter.wasm"],
+                "{}",
+                sample.name
+            );
+            let manifest: toml::Table =
+                toml::from_str(std::str::from_utf8(&entries[0].1).unwrap()).unwrap();
+            assert_eq!(manifest["splitter"].as_str(), Some("splitter.wasm"));
+            for (_, wasm) in &entries[1..] {
+                assert_eq!(wasm[..8], COMPONENT_HEADER, "{}", sample.name);
+            }
+            let demo: serde_json::Value = serde_json::from_str(sample.demo_parameters).unwrap();
+            for name in demo.as_object().unwrap().keys() {
+                assert!(
+                    manifest["parameters"].get(name).is_some(),
+                    "{}: {name}",
+                    sample.name
+                );
+            }
+        }
+        assert_eq!(get("noop").map(|s| s.name), Some("noop"));
+        assert!(get("nothing").is_none());
+    }
+
+    #[test]
+    fn fixtures_are_components() {
+        for wasm in [
+            fixtures::HOSTILE_SPLITTER,
+            fixtures::HOSTILE_PROCESSOR,
+            fixtures::ECHO_COMMAND,
+        ] {
+            assert_eq!(wasm[..8], COMPONENT_HEADER);
+        }
+        let manifest: toml::Table = toml::from_str(fixtures::HOSTILE_ASSEMBLY_TOML).unwrap();
+        assert_eq!(
+            manifest["parameters"]["mode"]["default"].as_str(),
+            Some("plan")
+        );
+    }
+}
