@@ -271,20 +271,15 @@ mod tests {
     #[tokio::test]
     async fn spool_enforces_the_limit_and_stores_nothing() {
         let (_dir, store) = store();
-        let chunks = vec![
-            Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 600])),
-            Ok(Bytes::from(vec![2u8; 600])),
-        ];
-        let err = store
-            .spool(futures::stream::iter(chunks.clone()), 1000)
-            .await
-            .err()
-            .unwrap();
+        let chunks = || {
+            futures::stream::iter(vec![
+                Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 600])),
+                Ok(Bytes::from(vec![2u8; 600])),
+            ])
+        };
+        let err = store.spool(chunks(), 1000).await.err().unwrap();
         assert!(matches!(err, Error::TooLarge(_)), "{err}");
-        let spooled = store
-            .spool(futures::stream::iter(chunks), 2000)
-            .await
-            .unwrap();
+        let spooled = store.spool(chunks(), 2000).await.unwrap();
         assert_eq!(spooled.size, 1200);
         assert!(!store.exists(&spooled.digest).await.unwrap());
         store.put_spooled(&spooled).await.unwrap();

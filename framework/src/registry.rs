@@ -50,7 +50,7 @@ impl Service {
         if let Some(image) = image {
             let path = image.path().to_path_buf();
             let limits = limits.clone();
-            blocking(move || package::inspect(&path, &limits).map_err(Error::Image)).await??;
+            blocking(move || package::verify(&path, &limits).map_err(Error::Image)).await??;
         }
         let path = assembly.path().to_path_buf();
         let parsed = blocking(move || package::read_assembly(&path, &limits)).await??;

@@ -196,6 +196,30 @@ pub fn extract(
     }
 }
 
+/// Validates the zip at `path` as [`inspect`] does, then decompresses every entry without
+/// writing it anywhere, so that data that does not match its headers (a lying size, a bad
+/// checksum, a broken stream) is found now rather than when the archive is extracted. The
+/// limits are enforced on the bytes actually decompressed, as [`extract`] does.
+pub fn verify(path: &Path, limits: &ArchiveLimits) -> Result<Vec<ArchiveEntry>, PackageError> {
+    let mut archive = Validated::open(path, limits)?;
+    let mut total = 0;
+    for index in 0..archive.entries.len() {
+        let entry = &archive.entries[index];
+        if entry.is_dir {
+            continue;
+        }
+        let budget = Budget::new(entry, &archive.data[index], &archive.limits, u64::MAX);
+        copy_entry(
+            &mut archive.archive,
+            index,
+            &budget,
+            &mut io::sink(),
+            &mut total,
+        )?;
+    }
+    Ok(archive.entries)
+}
+
 /// Reads the file `name` from the zip at `path`, after validating the whole archive as
 /// [`inspect`] does.
 ///
@@ -1233,6 +1257,30 @@ mod tests {
             "corrupt_entry",
             "its header declares",
         );
+    }
+
+    #[test]
+    fn verify_reads_every_entry_without_extracting() {
+        let good = Fixture::new(&build(&[
+            RawEntry::stored("docs/readme.txt", b"hello"),
+            RawEntry::deflated("data.bin", &noise(3 * MIB, 7)),
+        ]));
+        assert_eq!(
+            verify(&good.zip, &defaults()).expect("valid"),
+            inspect(&good.zip, &defaults()).expect("valid")
+        );
+        good.assert_untouched();
+
+        let bad = Fixture::new(&build(&[
+            RawEntry::stored("docs/readme.txt", b"hello"),
+            lying_bomb("bomb.bin"),
+        ]));
+        expect_err(
+            verify(&bad.zip, &defaults()),
+            "corrupt_entry",
+            "entry `bomb.bin` is corrupt: it expands to more than the 1000 bytes its header declares",
+        );
+        bad.assert_untouched();
     }
 
     #[test]

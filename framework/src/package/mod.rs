@@ -32,7 +32,9 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use archive::{ArchiveEntry, ArchiveLimits, check_relative_path, extract, inspect, read_file};
+pub use archive::{
+    ArchiveEntry, ArchiveLimits, check_relative_path, extract, inspect, read_file, verify,
+};
 pub use manifest::{Manifest, ParamDecl, ParamType, parse_manifest};
 pub use params::resolve_parameters;
 

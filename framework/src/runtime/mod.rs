@@ -469,12 +469,17 @@ impl Runtime {
         let outcome = call(&mut store);
         let state = store.into_data();
         let guard = state.guard;
-        drop((state.wasi, state.stderr));
+        // The guest's stdout and stderr streams live in the resource table
+        // and hold clones of the pipes: drop them too, or the pipes cannot
+        // be taken and the guest's own output is lost.
+        drop((state.wasi, state.table, state.stderr));
         let stdout = take_pipe(stdout);
         let stderr = take_pipe(stderr);
         let result = match outcome {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(message)) => Err(Failure::new(FailureKind::GuestError, truncate(&message))),
+            Ok(Err(message)) => Err(guard
+                .log_limit(stdout.len() >= capacity, &stderr)
+                .unwrap_or_else(|| Failure::new(FailureKind::GuestError, truncate(&message)))),
             Err(error) => Err(guard.classify(&error, stdout.len() >= capacity, &stderr)),
         };
         AttemptRun {

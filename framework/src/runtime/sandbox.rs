@@ -181,23 +181,8 @@ impl Guard {
                 ),
             );
         }
-        if stdout_full {
-            return Failure::new(
-                FailureKind::OutputLimit,
-                format!(
-                    "stdout passed its limit of {}",
-                    human_bytes(limits.log_bytes)
-                ),
-            );
-        }
-        if stderr.len() as u64 >= limits.log_bytes {
-            return Failure::new(
-                FailureKind::OutputLimit,
-                format!(
-                    "stderr passed its limit of {}",
-                    human_bytes(limits.log_bytes)
-                ),
-            );
+        if let Some(failure) = self.log_limit(stdout_full, stderr) {
+            return failure;
         }
         match error.downcast_ref::<Trap>() {
             Some(Trap::UnreachableCodeReached) => match panic_message(stderr) {
@@ -212,6 +197,26 @@ impl Guard {
             Some(trap) => Failure::new(FailureKind::Trap, format!("the guest trapped: {trap}")),
             None => Failure::new(FailureKind::Trap, truncate(&format!("{error:#}"))),
         }
+    }
+
+    /// The failure of a guest whose stdout or stderr reached its limit: its
+    /// writes were refused, so whatever it did next (trap, or return an
+    /// error) is a consequence of the limit.
+    pub(super) fn log_limit(&self, stdout_full: bool, stderr: &[u8]) -> Option<Failure> {
+        let stream = if stdout_full {
+            "stdout"
+        } else if stderr.len() as u64 >= self.limits.log_bytes {
+            "stderr"
+        } else {
+            return None;
+        };
+        Some(Failure::new(
+            FailureKind::OutputLimit,
+            format!(
+                "{stream} passed its limit of {}",
+                human_bytes(self.limits.log_bytes)
+            ),
+        ))
     }
 }
 
