@@ -129,6 +129,7 @@ impl Service {
             merge: false,
             has_deps: false,
             task_count: 0,
+            counts: Default::default(),
             failure: None,
             created_at: now_ms(),
             finished_at: None,
@@ -201,7 +202,7 @@ impl Service {
     }
 
     async fn view(&self, job: JobRecord) -> Result<Job, Error> {
-        let progress = self.inner.store.progress(&job).await?;
+        let progress = crate::store::Store::progress(&job);
         Ok(Job {
             parameters: serde_json::from_str(&job.parameters)
                 .map_err(|e| Error::Internal(format!("job parameters: {e}")))?,

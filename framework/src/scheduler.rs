@@ -36,7 +36,7 @@ use crate::protocol::{
     Assignment, AttemptKey, AttemptReport, Coordinator, Heartbeat, HeartbeatReply, InputFile,
     NodeRegistration, Outcome, SplitPlan, TaskLimits,
 };
-use crate::store::{JobRecord, LeasedTask, NewTask, Store, Tx};
+use crate::store::{AttemptRecord, CurrentTask, JobRecord, LeasedTask, NewTask, Store, Tx};
 
 /// The name of a job's split step.
 pub const SPLIT_TASK: &str = "_split";
@@ -290,30 +290,15 @@ impl Scheduler {
         reports: &[&AttemptReport],
         now: i64,
     ) -> Result<bool, Error> {
-        let Some(mut job) = tx.jobs(&[job_id]).await?.pop() else {
+        let Some(mut job) = tx.job(job_id).await? else {
             return Ok(false);
         };
-        let seqs: Vec<i64> = reports.iter().map(|r| r.key.seq).collect();
-        let current: HashMap<i64, _> = tx
-            .current_tasks(job_id, &seqs)
-            .await?
-            .into_iter()
-            .map(|c| (c.seq, c))
-            .collect();
-        // Record every report of a task's latest attempt (a cancelled
-        // attempt's logs are worth keeping); only running ones change state.
-        let latest: Vec<&AttemptReport> = reports
-            .iter()
-            .copied()
-            .filter(|r| {
-                current
-                    .get(&r.key.seq)
-                    .is_some_and(|c| c.attempts == r.key.attempt)
-            })
-            .collect();
-        let records: Vec<_> = latest
-            .iter()
-            .map(|r| crate::store::AttemptRecord {
+        fn record<'a>(
+            job_id: &'a str,
+            node_id: &'a str,
+            r: &'a AttemptReport,
+        ) -> AttemptRecord<'a> {
+            AttemptRecord {
                 job_id,
                 seq: r.key.seq,
                 attempt: r.key.attempt,
@@ -327,76 +312,117 @@ impl Scheduler {
                 stdout: r.stdout,
                 stderr: r.stderr,
                 peak_memory: r.peak_memory,
-            })
-            .collect();
-        tx.insert_attempts(&records).await?;
-
-        let mut queued = false;
-        let mut succeeded = Vec::new();
-        let mut processed = Vec::new();
-        let mut outputs = Vec::new();
-        for report in latest {
-            let task = &current[&report.key.seq];
-            if task.state != TaskState::Running {
-                continue;
             }
-            let seq = task.seq;
-            match &report.outcome {
-                Outcome::Succeeded {
-                    outputs: files,
-                    plan,
-                } => match task.kind {
-                    TaskKind::Split => match self.accept_plan(tx, &mut job, plan.as_ref()).await? {
-                        Ok(()) => {
-                            succeeded.push(seq);
-                            queued = true;
+        }
+        // The common case first: successful tasks, fenced and marked in one
+        // statement that only touches attempts still holding their lease.
+        let (successes, mut rest): (Vec<&AttemptReport>, Vec<&AttemptReport>) =
+            reports.iter().copied().partition(|r| {
+                matches!(r.outcome, Outcome::Succeeded { .. }) && !job.is_split(r.key.seq)
+            });
+        let pairs: Vec<(i64, u32)> = successes
+            .iter()
+            .map(|r| (r.key.seq, r.key.attempt))
+            .collect();
+        let accepted: HashMap<i64, TaskKind> =
+            tx.succeed(job_id, &pairs, now).await?.into_iter().collect();
+        let mut records = Vec::with_capacity(reports.len());
+        let mut outputs = Vec::new();
+        let mut processed = Vec::new();
+        let mut merged = false;
+        for report in successes {
+            let Some(kind) = accepted.get(&report.key.seq) else {
+                rest.push(report);
+                continue;
+            };
+            records.push(record(job_id, node_id, report));
+            if let Outcome::Succeeded { outputs: files, .. } = &report.outcome {
+                outputs.extend(files.iter().map(|f| (report.key.seq, f)));
+            }
+            match kind {
+                TaskKind::Process => processed.push(report.key.seq),
+                TaskKind::Merge => merged = true,
+                TaskKind::Split => {}
+            }
+        }
+
+        // Everything else needs the task's current state: split results,
+        // failures, and results that lost their lease.
+        let mut queued = false;
+        if !rest.is_empty() {
+            let seqs: Vec<i64> = rest.iter().map(|r| r.key.seq).collect();
+            let current: HashMap<i64, CurrentTask> = tx
+                .current_tasks(job_id, &seqs)
+                .await?
+                .into_iter()
+                .map(|c| (c.seq, c))
+                .collect();
+            for report in rest {
+                // A superseded attempt (its task was leased again) is dropped;
+                // the latest attempt is recorded even when cancelled, for its logs.
+                let Some(task) = current
+                    .get(&report.key.seq)
+                    .filter(|t| t.attempts == report.key.attempt)
+                else {
+                    continue;
+                };
+                records.push(record(job_id, node_id, report));
+                if task.state != TaskState::Running {
+                    continue;
+                }
+                match &report.outcome {
+                    Outcome::Succeeded { plan, .. } => {
+                        match self.accept_plan(tx, &mut job, plan.as_ref()).await? {
+                            Ok(()) => {
+                                tx.succeed(job_id, &[(task.seq, task.attempts)], now)
+                                    .await?;
+                                queued = true;
+                            }
+                            Err(failure) => {
+                                tx.fail_attempt(job_id, task, &failure, false, now).await?;
+                                self.fail_job(tx, &mut job, &failure, now).await?;
+                            }
                         }
-                        Err(failure) => {
-                            tx.fail_attempt(job_id, seq, &failure, false, now).await?;
+                    }
+                    Outcome::Failed(failure) => {
+                        let retry = failure.kind.is_retryable()
+                            && task.failures < job.max_task_retries
+                            && !job.state.is_finished();
+                        tx.fail_attempt(job_id, task, failure, retry, now).await?;
+                        queued |= retry;
+                        if !retry && task.kind != TaskKind::Process {
+                            let step = if task.kind == TaskKind::Split {
+                                "split"
+                            } else {
+                                "merge"
+                            };
+                            let failure = Failure::new(
+                                failure.kind,
+                                format!("the {step} step failed: {}", failure.message),
+                            );
                             self.fail_job(tx, &mut job, &failure, now).await?;
                         }
-                    },
-                    TaskKind::Process => {
-                        succeeded.push(seq);
-                        processed.push(seq);
-                        outputs.extend(files.iter().map(|f| (seq, f)));
-                    }
-                    TaskKind::Merge => {
-                        succeeded.push(seq);
-                        outputs.extend(files.iter().map(|f| (seq, f)));
-                        tx.set_job_state(job_id, JobState::Completed, None, Some(now))
-                            .await?;
-                        job.state = JobState::Completed;
-                    }
-                },
-                Outcome::Failed(failure) => {
-                    let retry = failure.kind.is_retryable()
-                        && task.failures < job.max_task_retries
-                        && !job.state.is_finished();
-                    tx.fail_attempt(job_id, seq, failure, retry, now).await?;
-                    queued |= retry;
-                    if !retry && task.kind != TaskKind::Process {
-                        let step = if task.kind == TaskKind::Split {
-                            "split"
-                        } else {
-                            "merge"
-                        };
-                        let failure = Failure::new(
-                            failure.kind,
-                            format!("the {step} step failed: {}", failure.message),
-                        );
-                        self.fail_job(tx, &mut job, &failure, now).await?;
                     }
                 }
             }
         }
-        tx.mark_succeeded(job_id, &succeeded, now).await?;
+        tx.insert_attempts(&records).await?;
         tx.insert_outputs(job_id, &outputs).await?;
+        if merged {
+            tx.set_job_state(job_id, JobState::Completed, None, Some(now))
+                .await?;
+            job.state = JobState::Completed;
+        }
         if job.has_deps && !processed.is_empty() {
             queued |= tx.release_dependents(job_id, &processed).await? > 0;
         }
         if job.state == JobState::Running {
-            queued |= self.advance(tx, &mut job, now).await?;
+            let mut fresh = tx
+                .job(job_id)
+                .await?
+                .ok_or_else(|| Error::Internal(format!("job {job_id} vanished")))?;
+            queued |= self.advance(tx, &mut fresh, now).await?;
+            job = fresh;
         }
         if job.state.is_finished() {
             self.forget_job(job_id);
@@ -407,16 +433,14 @@ impl Scheduler {
     /// Moves a running job on once none of its tasks can run any more:
     /// to merging, completed, or failed. Returns whether it queued the merge.
     async fn advance(&self, tx: &mut Tx, job: &mut JobRecord, now: i64) -> Result<bool, Error> {
-        let counts = tx.count_tasks(&job.id).await?;
-        let count = |s| counts.get(&s).copied().unwrap_or(0);
-        if count(TaskState::Queued) > 0 || count(TaskState::Running) > 0 {
+        let c = job.counts;
+        if c.queued > 0 || c.running > 0 {
             return Ok(false);
         }
-        let failed = count(TaskState::Failed);
-        let stuck = count(TaskState::Blocked) + count(TaskState::Cancelled);
-        if failed > 0 || stuck > 0 {
+        let stuck = c.blocked + c.cancelled;
+        if c.failed > 0 || stuck > 0 {
             let first = tx.first_failed_task(&job.id).await?;
-            let mut message = format!("{failed} of {} tasks failed", job.task_count);
+            let mut message = format!("{} of {} tasks failed", c.failed, job.task_count);
             if stuck > 0 {
                 message.push_str(&format!(
                     "; {stuck} could not run because a task they depend on failed"

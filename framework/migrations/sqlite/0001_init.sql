@@ -46,6 +46,14 @@ CREATE TABLE jobs (
     merge            BIGINT NOT NULL DEFAULT 0,
     has_deps         BIGINT NOT NULL DEFAULT 0,
     task_count       BIGINT NOT NULL DEFAULT 0,
+    -- Tasks (split and merge steps excluded) by state, kept in step with
+    -- the tasks table by every statement that moves a task.
+    tasks_blocked    BIGINT NOT NULL DEFAULT 0,
+    tasks_queued     BIGINT NOT NULL DEFAULT 0,
+    tasks_running    BIGINT NOT NULL DEFAULT 0,
+    tasks_succeeded  BIGINT NOT NULL DEFAULT 0,
+    tasks_failed     BIGINT NOT NULL DEFAULT 0,
+    tasks_cancelled  BIGINT NOT NULL DEFAULT 0,
     failure_kind     TEXT,
     failure          TEXT,
     created_at       BIGINT NOT NULL,
@@ -80,7 +88,6 @@ CREATE TABLE tasks (
 );
 CREATE UNIQUE INDEX tasks_by_name ON tasks (job_id, name);
 CREATE INDEX tasks_queue ON tasks (pool, state, job_id, seq);
-CREATE INDEX tasks_by_state ON tasks (job_id, state);
 
 CREATE TABLE task_deps (
     job_id  TEXT NOT NULL,

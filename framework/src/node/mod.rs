@@ -418,16 +418,17 @@ async fn commit_loop<C: Coordinator>(
                 shared.record_duration(*micros);
             }
         }
+        let keys: Vec<AttemptKey> = batch.iter().map(|(r, _)| r.key.clone()).collect();
         // While stopping, cancelled attempts are released instead (deregister
         // requeues them without counting a failure).
         let stopping = shared.stopping.load(Ordering::Relaxed);
         let reports: Vec<AttemptReport> = batch
-            .iter()
-            .filter(|(r, _)| {
+            .drain(..)
+            .map(|(r, _)| r)
+            .filter(|r| {
                 !(stopping
                     && matches!(&r.outcome, Outcome::Failed(f) if f.kind == FailureKind::Cancelled))
             })
-            .map(|(r, _)| r.clone())
             .collect();
         let mut delay = Duration::from_millis(100);
         let mut tries = 0;
@@ -442,11 +443,11 @@ async fn commit_loop<C: Coordinator>(
         }
         {
             let mut held = shared.held();
-            for (r, _) in &batch {
-                held.remove(&r.key);
+            for key in &keys {
+                held.remove(key);
             }
         }
-        shared.outstanding.fetch_sub(batch.len(), Ordering::AcqRel);
+        shared.outstanding.fetch_sub(keys.len(), Ordering::AcqRel);
         shared.capacity.notify_one();
     }
 }

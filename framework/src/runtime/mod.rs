@@ -512,15 +512,18 @@ impl Runtime {
         let start = Instant::now();
         std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads.max(1))
-                .map(|_| {
-                    scope.spawn(|| {
-                        for _ in 0..per_thread {
-                            self.process(processor, sandbox, &task).result?;
-                        }
-                        Ok::<(), Failure>(())
-                    })
+                .map(|i| {
+                    std::thread::Builder::new()
+                        .name(format!("tessera-raw-{i}"))
+                        .spawn_scoped(scope, || {
+                            for _ in 0..per_thread {
+                                self.process(processor, sandbox, &task).result?;
+                            }
+                            Ok::<(), Failure>(())
+                        })
+                        .map_err(|e| Failure::new(FailureKind::Internal, format!("cannot start a thread: {e}")))
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             workers.into_iter().try_for_each(|w| {
                 w.join().unwrap_or_else(|_| {
                     Err(Failure::new(FailureKind::Internal, "a thread panicked"))

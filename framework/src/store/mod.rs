@@ -24,13 +24,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 pub(crate) use queries::{JobListQuery, TaskListQuery};
-pub(crate) use tx::{AttemptRecord, JobRecord, LeasedTask, NewTask, Tx};
+pub(crate) use tx::{AttemptRecord, CurrentTask, JobRecord, LeasedTask, NewTask, Tx};
 
 use crate::error::Error;
-
-/// The largest number of bind parameters one statement may use: SQLite's
-/// default limit is 32766 and PostgreSQL's is 65535.
-const MAX_BIND_PARAMS: usize = 30_000;
 
 /// A handle on the state database; cheap to clone.
 #[derive(Clone)]
@@ -56,8 +52,11 @@ impl Store {
         // WAL lets readers proceed while the writer commits; synchronous=FULL
         // makes every commit durable across power loss, which stays cheap
         // because results are committed in batches.
+        // A 64 MiB page cache per connection keeps a job of a million tasks
+        // in memory.
         let pragmas = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                       PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;";
+                       PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
+                       PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;";
         let connect = |max: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)
@@ -127,18 +126,6 @@ fn parse_failure(row: &AnyRow) -> Result<Option<crate::model::Failure>, Error> {
     .transpose()
 }
 
-/// Appends `($1, $2, ...)`-style placeholders for `count` values starting at
-/// parameter number `first`, separated by commas.
-fn placeholders(sql: &mut String, first: usize, count: usize) {
-    use std::fmt::Write;
-    for i in 0..count {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let _ = write!(sql, "${}", first + i);
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -177,13 +164,5 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(missing, vec![crate::digest::Digest::of(b"y")]);
-    }
-
-    #[test]
-    fn placeholders_are_numbered_from_first() {
-        let mut sql = String::from("IN (");
-        placeholders(&mut sql, 3, 3);
-        sql.push(')');
-        assert_eq!(sql, "IN ($3, $4, $5)");
     }
 }

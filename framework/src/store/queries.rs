@@ -1,14 +1,11 @@
 //! Reads.
 
-use std::collections::HashMap;
-
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::tx::{CurrentTask, JOB_COLUMNS, JobRecord, select_current_tasks};
-use super::{
-    MAX_BIND_PARAMS, Store, parse_column, parse_digest, parse_failure, parse_json, placeholders,
-};
+use super::tx::{json, json_rows};
+use super::{Store, parse_column, parse_digest, parse_failure, parse_json};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::model::{
@@ -167,20 +164,20 @@ impl Store {
         account: &str,
         digests: &[Digest],
     ) -> Result<Vec<Digest>, Error> {
-        let mut present = std::collections::HashSet::new();
-        for chunk in digests.chunks(MAX_BIND_PARAMS) {
-            let mut sql =
-                String::from("SELECT digest FROM files WHERE account = $1 AND digest IN (");
-            placeholders(&mut sql, 2, chunk.len());
-            sql.push(')');
-            let mut query = sqlx::query(&sql).bind(account);
-            for d in chunk {
-                query = query.bind(d.to_hex());
-            }
-            for row in query.fetch_all(&self.read).await? {
-                present.insert(row.try_get::<String, _>("digest")?);
-            }
-        }
+        let sql = format!(
+            "SELECT digest FROM files WHERE account = $1 AND digest IN (SELECT value FROM {})",
+            json_rows(2)
+        );
+        let hex: Vec<String> = digests.iter().map(Digest::to_hex).collect();
+        let rows = sqlx::query(&sql)
+            .bind(account)
+            .bind(json(&hex))
+            .fetch_all(&self.read)
+            .await?;
+        let present: std::collections::HashSet<String> = rows
+            .iter()
+            .map(|r| r.try_get("digest"))
+            .collect::<Result<_, _>>()?;
         Ok(digests
             .iter()
             .filter(|d| !present.contains(&d.to_hex()))
@@ -244,53 +241,26 @@ impl Store {
     }
 
     /// How far a job's tasks have got.
-    pub(crate) async fn progress(&self, job: &JobRecord) -> Result<Progress, Error> {
-        // Count every row through the (job_id, state) index, then take the
-        // split and merge steps back out: cheaper than filtering on kind.
-        let rows =
-            sqlx::query("SELECT state, COUNT(*) AS n FROM tasks WHERE job_id = $1 GROUP BY state")
-                .bind(&job.id)
-                .fetch_all(&self.read)
-                .await?;
-        let mut counts: HashMap<TaskState, u64> = HashMap::new();
-        for row in &rows {
-            counts.insert(
-                parse_column(row, "state")?,
-                row.try_get::<i64, _>("n")? as u64,
-            );
-        }
-        let steps =
-            sqlx::query("SELECT state FROM tasks WHERE job_id = $1 AND (seq = 0 OR seq = $2)")
-                .bind(&job.id)
-                .bind(job.task_count as i64 + 1)
-                .fetch_all(&self.read)
-                .await?;
-        for row in &steps {
-            let state: TaskState = parse_column(row, "state")?;
-            if let Some(n) = counts.get_mut(&state) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        let get = |s| counts.get(&s).copied().unwrap_or(0);
+    pub(crate) fn progress(job: &JobRecord) -> Progress {
+        let c = &job.counts;
         let total = job.task_count;
-        let succeeded = get(TaskState::Succeeded);
         let percent = if job.state == JobState::Completed {
             100.0
         } else if total == 0 {
             0.0
         } else {
-            (succeeded as f64 * 100.0 / total as f64 * 100.0).round() / 100.0
+            (c.succeeded as f64 * 10_000.0 / total as f64).round() / 100.0
         };
-        Ok(Progress {
+        Progress {
             total,
-            blocked: get(TaskState::Blocked),
-            queued: get(TaskState::Queued),
-            running: get(TaskState::Running),
-            succeeded,
-            failed: get(TaskState::Failed),
-            cancelled: get(TaskState::Cancelled),
+            blocked: c.blocked,
+            queued: c.queued,
+            running: c.running,
+            succeeded: c.succeeded,
+            failed: c.failed,
+            cancelled: c.cancelled,
             percent,
-        })
+        }
     }
 
     /// Tasks of a job in order.

@@ -2,13 +2,60 @@
 
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
-use sqlx::{Any, QueryBuilder, Row, Transaction};
+use sqlx::{Any, Row, Transaction};
 
-use super::{MAX_BIND_PARAMS, parse_column, placeholders};
+use super::parse_column;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::model::{Failure, JobState, TaskKind, TaskState};
 use crate::protocol::{LogRef, NodeRegistration, OutputFile};
+
+/// A job's tasks (split and merge steps excluded) by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TaskCounts {
+    pub blocked: u64,
+    pub queued: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+/// A change to a job's [`TaskCounts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CountDelta {
+    pub blocked: i64,
+    pub queued: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+impl CountDelta {
+    /// `n` tasks moved from state `from` to state `to`.
+    pub(crate) fn moved(from: TaskState, to: TaskState, n: i64) -> Self {
+        let mut d = Self::default();
+        *d.slot(from) -= n;
+        *d.slot(to) += n;
+        d
+    }
+
+    fn slot(&mut self, state: TaskState) -> &mut i64 {
+        match state {
+            TaskState::Blocked => &mut self.blocked,
+            TaskState::Queued => &mut self.queued,
+            TaskState::Running => &mut self.running,
+            TaskState::Succeeded => &mut self.succeeded,
+            TaskState::Failed => &mut self.failed,
+            TaskState::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
 
 /// A job row, as stored.
 #[derive(Clone, Debug)]
@@ -26,6 +73,7 @@ pub(crate) struct JobRecord {
     pub merge: bool,
     pub has_deps: bool,
     pub task_count: u64,
+    pub counts: TaskCounts,
     pub failure: Option<Failure>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
@@ -33,6 +81,7 @@ pub(crate) struct JobRecord {
 
 impl JobRecord {
     pub(super) fn from_row(row: &AnyRow) -> Result<Self, Error> {
+        let count = |c: &str| row.try_get::<i64, _>(c).map(|n| n.max(0) as u64);
         Ok(Self {
             id: row.try_get("id")?,
             account: row.try_get("account")?,
@@ -47,17 +96,35 @@ impl JobRecord {
             merge: row.try_get::<i64, _>("merge")? != 0,
             has_deps: row.try_get::<i64, _>("has_deps")? != 0,
             task_count: row.try_get::<i64, _>("task_count")? as u64,
+            counts: TaskCounts {
+                blocked: count("tasks_blocked")?,
+                queued: count("tasks_queued")?,
+                running: count("tasks_running")?,
+                succeeded: count("tasks_succeeded")?,
+                failed: count("tasks_failed")?,
+                cancelled: count("tasks_cancelled")?,
+            },
             failure: super::parse_failure(row)?,
             created_at: row.try_get("created_at")?,
             finished_at: row.try_get("finished_at")?,
         })
     }
+
+    /// Whether `seq` is this job's split step.
+    pub(crate) fn is_split(&self, seq: i64) -> bool {
+        seq == 0
+    }
 }
 
-/// The columns of `jobs`, in the order [`JobRecord::from_row`] reads them.
+/// The columns of `jobs` that [`JobRecord::from_row`] reads.
 pub(super) const JOB_COLUMNS: &str = "id, account, app, app_version, pool, state, parameters, \
-     inputs, max_task_retries, task_timeout_ms, merge, has_deps, task_count, failure_kind, \
+     inputs, max_task_retries, task_timeout_ms, merge, has_deps, task_count, tasks_blocked, \
+     tasks_queued, tasks_running, tasks_succeeded, tasks_failed, tasks_cancelled, failure_kind, \
      failure, created_at, finished_at";
+
+/// The columns `insert_job` writes.
+const JOB_INSERT_COLUMNS: &str = "id, account, app, app_version, pool, state, parameters, \
+     inputs, max_task_retries, task_timeout_ms, created_at";
 
 /// A task to insert.
 #[derive(Clone, Debug)]
@@ -111,25 +178,36 @@ pub(crate) struct AttemptRecord<'a> {
     pub peak_memory: u64,
 }
 
+/// Most rows sent in one JSON array parameter.
+const JSON_CHUNK: usize = 10_000;
+
+/// The rows of the JSON array in parameter `$n`, each as `value`. Bulk
+/// statements take their rows this way so that their text is fixed (and
+/// prepared once) whatever the number of rows. PostgreSQL's form is
+/// `json_array_elements($n::json) AS rows(value)`.
+pub(super) fn json_rows(n: usize) -> String {
+    format!("json_each(${n})")
+}
+
 /// Reads the commit-relevant state of some tasks of one job.
 pub(super) async fn select_current_tasks(
     conn: &mut AnyConnection,
     job_id: &str,
     seqs: &[i64],
 ) -> Result<Vec<CurrentTask>, Error> {
+    let sql = format!(
+        "SELECT seq, kind, state, attempts, failures FROM tasks \
+         WHERE job_id = $1 AND seq IN (SELECT CAST(value AS BIGINT) FROM {})",
+        json_rows(2)
+    );
     let mut out = Vec::with_capacity(seqs.len());
-    for chunk in seqs.chunks(MAX_BIND_PARAMS) {
-        let mut sql = String::from(
-            "SELECT seq, kind, state, attempts, failures FROM tasks \
-             WHERE job_id = $1 AND seq IN (",
-        );
-        placeholders(&mut sql, 2, chunk.len());
-        sql.push(')');
-        let mut query = sqlx::query(&sql).bind(job_id);
-        for seq in chunk {
-            query = query.bind(*seq);
-        }
-        for row in query.fetch_all(&mut *conn).await? {
+    for chunk in seqs.chunks(JSON_CHUNK) {
+        let rows = sqlx::query(&sql)
+            .bind(job_id)
+            .bind(json(chunk))
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
             out.push(CurrentTask {
                 seq: row.try_get("seq")?,
                 kind: parse_column(&row, "kind")?,
@@ -140,6 +218,10 @@ pub(super) async fn select_current_tasks(
         }
     }
     Ok(out)
+}
+
+pub(super) fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
 }
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
@@ -231,11 +313,11 @@ impl Tx {
         Ok(version as u32)
     }
 
-    /// Inserts a new job.
+    /// Inserts a new job (its task counts and split results start empty).
     pub(crate) async fn insert_job(&mut self, job: &JobRecord) -> Result<(), Error> {
         sqlx::query(&format!(
-            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            "INSERT INTO jobs ({JOB_INSERT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
         .bind(&job.id)
         .bind(&job.account)
@@ -247,34 +329,19 @@ impl Tx {
         .bind(&job.inputs)
         .bind(job.max_task_retries as i64)
         .bind(job.task_timeout_ms as i64)
-        .bind(job.merge as i64)
-        .bind(job.has_deps as i64)
-        .bind(job.task_count as i64)
-        .bind(job.failure.as_ref().map(|f| f.kind.as_str()))
-        .bind(job.failure.as_ref().map(|f| f.message.as_str()))
         .bind(job.created_at)
-        .bind(job.finished_at)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
     }
 
-    /// Reads jobs by id, inside the transaction.
-    pub(crate) async fn jobs(&mut self, ids: &[&str]) -> Result<Vec<JobRecord>, Error> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(MAX_BIND_PARAMS) {
-            let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN (");
-            placeholders(&mut sql, 1, chunk.len());
-            sql.push(')');
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(&mut *self.tx).await? {
-                out.push(JobRecord::from_row(&row)?);
-            }
-        }
-        Ok(out)
+    /// Reads a job inside the transaction.
+    pub(crate) async fn job(&mut self, id: &str) -> Result<Option<JobRecord>, Error> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(JobRecord::from_row).transpose()
     }
 
     /// Sets a job's state, failure and finish time.
@@ -317,35 +384,99 @@ impl Tx {
         Ok(())
     }
 
-    /// Inserts tasks in multi-row statements.
+    /// Applies a change to a job's task counts.
+    pub(crate) async fn adjust_counts(
+        &mut self,
+        job_id: &str,
+        d: &CountDelta,
+    ) -> Result<(), Error> {
+        if d.is_zero() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE jobs SET tasks_blocked = tasks_blocked + $2, tasks_queued = tasks_queued + $3, \
+             tasks_running = tasks_running + $4, tasks_succeeded = tasks_succeeded + $5, \
+             tasks_failed = tasks_failed + $6, tasks_cancelled = tasks_cancelled + $7 WHERE id = $1",
+        )
+        .bind(job_id)
+        .bind(d.blocked)
+        .bind(d.queued)
+        .bind(d.running)
+        .bind(d.succeeded)
+        .bind(d.failed)
+        .bind(d.cancelled)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Counts a job's tasks afresh (after changes too varied to track).
+    pub(crate) async fn recount(&mut self, job_id: &str) -> Result<(), Error> {
+        let count = |state: &str| {
+            format!(
+                "(SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND kind = 'process' AND state = '{state}')"
+            )
+        };
+        sqlx::query(&format!(
+            "UPDATE jobs SET tasks_blocked = {}, tasks_queued = {}, tasks_running = {}, \
+             tasks_succeeded = {}, tasks_failed = {}, tasks_cancelled = {} WHERE id = $1",
+            count("blocked"),
+            count("queued"),
+            count("running"),
+            count("succeeded"),
+            count("failed"),
+            count("cancelled"),
+        ))
+        .bind(job_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts tasks, and counts the job's process tasks among them.
     pub(crate) async fn insert_tasks(
         &mut self,
         job_id: &str,
         pool: &str,
         tasks: &[NewTask],
     ) -> Result<(), Error> {
-        const COLUMNS: usize = 11;
-        for chunk in tasks.chunks(MAX_BIND_PARAMS / COLUMNS) {
-            let mut builder: QueryBuilder<Any> = QueryBuilder::new(
-                "INSERT INTO tasks (job_id, seq, name, kind, pool, state, parameters, inputs, \
-                 depends_on, env, deps_remaining) ",
-            );
-            builder.push_values(chunk, |mut row, task| {
-                row.push_bind(job_id)
-                    .push_bind(task.seq)
-                    .push_bind(task.name.as_str())
-                    .push_bind(task.kind.as_str())
-                    .push_bind(pool)
-                    .push_bind(task.state.as_str())
-                    .push_bind(task.parameters.as_str())
-                    .push_bind(task.inputs.as_str())
-                    .push_bind(task.depends_on.as_str())
-                    .push_bind(task.env.as_str())
-                    .push_bind(task.deps_remaining);
-            });
-            builder.build().execute(&mut *self.tx).await?;
+        let sql = format!(
+            "INSERT INTO tasks (job_id, seq, name, kind, pool, state, parameters, inputs, \
+             depends_on, env, deps_remaining) \
+             SELECT $1, CAST(value ->> 0 AS BIGINT), value ->> 1, value ->> 2, $2, value ->> 3, \
+             value ->> 4, value ->> 5, value ->> 6, value ->> 7, CAST(value ->> 8 AS BIGINT) \
+             FROM {}",
+            json_rows(3)
+        );
+        let mut counts = CountDelta::default();
+        for chunk in tasks.chunks(JSON_CHUNK) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|t| {
+                    if t.kind == TaskKind::Process {
+                        *counts.slot(t.state) += 1;
+                    }
+                    (
+                        t.seq,
+                        &t.name,
+                        t.kind.as_str(),
+                        t.state.as_str(),
+                        &t.parameters,
+                        &t.inputs,
+                        &t.depends_on,
+                        &t.env,
+                        t.deps_remaining,
+                    )
+                })
+                .collect();
+            sqlx::query(&sql)
+                .bind(job_id)
+                .bind(pool)
+                .bind(json(&rows))
+                .execute(&mut *self.tx)
+                .await?;
         }
-        Ok(())
+        self.adjust_counts(job_id, &counts).await
     }
 
     /// Records that task `seq` depends on task `dep_seq`, for each pair.
@@ -354,13 +485,17 @@ impl Tx {
         job_id: &str,
         deps: &[(i64, i64)],
     ) -> Result<(), Error> {
-        for chunk in deps.chunks(MAX_BIND_PARAMS / 3) {
-            let mut builder: QueryBuilder<Any> =
-                QueryBuilder::new("INSERT INTO task_deps (job_id, dep_seq, seq) ");
-            builder.push_values(chunk, |mut row, (dep_seq, seq)| {
-                row.push_bind(job_id).push_bind(*dep_seq).push_bind(*seq);
-            });
-            builder.build().execute(&mut *self.tx).await?;
+        let sql = format!(
+            "INSERT INTO task_deps (job_id, dep_seq, seq) \
+             SELECT $1, CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT) FROM {}",
+            json_rows(2)
+        );
+        for chunk in deps.chunks(JSON_CHUNK) {
+            sqlx::query(&sql)
+                .bind(job_id)
+                .bind(json(chunk))
+                .execute(&mut *self.tx)
+                .await?;
         }
         Ok(())
     }
@@ -406,6 +541,25 @@ impl Tx {
             .collect::<Result<Vec<_>, Error>>()?;
         // RETURNING gives no order guarantee; keep the queue order.
         leased.sort_by(|a, b| (&a.job_id, a.seq).cmp(&(&b.job_id, b.seq)));
+        let mut per_job: Vec<(&str, i64)> = Vec::new();
+        for task in leased.iter().filter(|t| t.kind == TaskKind::Process) {
+            match per_job.last_mut() {
+                Some((job, n)) if *job == task.job_id => *n += 1,
+                _ => per_job.push((&task.job_id, 1)),
+            }
+        }
+        for (job, n) in per_job {
+            let delta = CountDelta::moved(TaskState::Queued, TaskState::Running, n);
+            sqlx::query(
+                "UPDATE jobs SET tasks_queued = tasks_queued + $2, tasks_running = tasks_running + $3 \
+                 WHERE id = $1",
+            )
+            .bind(job)
+            .bind(delta.queued)
+            .bind(delta.running)
+            .execute(&mut *self.tx)
+            .await?;
+        }
         Ok(leased)
     }
 
@@ -418,88 +572,117 @@ impl Tx {
         select_current_tasks(&mut self.tx, job_id, seqs).await
     }
 
+    /// Marks running tasks as succeeded, but only those whose current
+    /// attempt is the given one (fencing); returns the tasks it changed.
+    pub(crate) async fn succeed(
+        &mut self,
+        job_id: &str,
+        attempts: &[(i64, u32)],
+        now: i64,
+    ) -> Result<Vec<(i64, TaskKind)>, Error> {
+        let sql = format!(
+            "UPDATE tasks SET state = 'succeeded', finished_at = $2, progress = 1, \
+             failure_kind = NULL, failure = NULL \
+             WHERE job_id = $1 AND state = 'running' AND (seq, attempts) IN \
+             (SELECT CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT) FROM {}) \
+             RETURNING seq, kind",
+            json_rows(3)
+        );
+        let mut done = Vec::with_capacity(attempts.len());
+        for chunk in attempts.chunks(JSON_CHUNK) {
+            let rows = sqlx::query(&sql)
+                .bind(job_id)
+                .bind(now)
+                .bind(json(chunk))
+                .fetch_all(&mut *self.tx)
+                .await?;
+            for row in rows {
+                done.push((row.try_get("seq")?, parse_column(&row, "kind")?));
+            }
+        }
+        let processed = done.iter().filter(|(_, k)| *k == TaskKind::Process).count() as i64;
+        self.adjust_counts(
+            job_id,
+            &CountDelta::moved(TaskState::Running, TaskState::Succeeded, processed),
+        )
+        .await?;
+        Ok(done)
+    }
+
     /// Records finished attempts; an attempt recorded before is left as it is.
     pub(crate) async fn insert_attempts(
         &mut self,
         attempts: &[AttemptRecord<'_>],
     ) -> Result<(), Error> {
-        const COLUMNS: usize = 14;
-        for chunk in attempts.chunks(MAX_BIND_PARAMS / COLUMNS) {
-            let mut builder: QueryBuilder<Any> = QueryBuilder::new(
-                "INSERT INTO attempts (job_id, seq, attempt, node, state, failure_kind, \
-                 failure, started_at, finished_at, stdout_digest, stdout_size, stderr_digest, \
-                 stderr_size, peak_memory) ",
-            );
-            builder.push_values(chunk, |mut row, a| {
-                let state = if a.failure.is_some() {
-                    TaskState::Failed
-                } else {
-                    TaskState::Succeeded
-                };
-                row.push_bind(a.job_id)
-                    .push_bind(a.seq)
-                    .push_bind(a.attempt as i64)
-                    .push_bind(a.node)
-                    .push_bind(state.as_str())
-                    .push_bind(a.failure.map(|f| f.kind.as_str()))
-                    .push_bind(a.failure.map(|f| f.message.as_str()))
-                    .push_bind(a.started_at)
-                    .push_bind(a.finished_at)
-                    .push_bind(a.stdout.digest.map(|d| d.to_hex()))
-                    .push_bind(a.stdout.size as i64)
-                    .push_bind(a.stderr.digest.map(|d| d.to_hex()))
-                    .push_bind(a.stderr.size as i64)
-                    .push_bind(a.peak_memory as i64);
-            });
-            builder.push(" ON CONFLICT (job_id, seq, attempt) DO NOTHING");
-            builder.build().execute(&mut *self.tx).await?;
+        let sql = format!(
+            "INSERT INTO attempts (job_id, seq, attempt, node, state, failure_kind, failure, \
+             started_at, finished_at, stdout_digest, stdout_size, stderr_digest, stderr_size, \
+             peak_memory) \
+             SELECT value ->> 0, CAST(value ->> 1 AS BIGINT), CAST(value ->> 2 AS BIGINT), \
+             value ->> 3, value ->> 4, value ->> 5, value ->> 6, CAST(value ->> 7 AS BIGINT), \
+             CAST(value ->> 8 AS BIGINT), value ->> 9, CAST(value ->> 10 AS BIGINT), value ->> 11, \
+             CAST(value ->> 12 AS BIGINT), CAST(value ->> 13 AS BIGINT) FROM {} \
+             WHERE true ON CONFLICT (job_id, seq, attempt) DO NOTHING",
+            json_rows(1)
+        );
+        for chunk in attempts.chunks(JSON_CHUNK) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|a| {
+                    let state = if a.failure.is_some() {
+                        TaskState::Failed
+                    } else {
+                        TaskState::Succeeded
+                    };
+                    (
+                        a.job_id,
+                        a.seq,
+                        a.attempt,
+                        a.node,
+                        state.as_str(),
+                        a.failure.map(|f| f.kind.as_str()),
+                        a.failure.map(|f| f.message.as_str()),
+                        a.started_at,
+                        a.finished_at,
+                        a.stdout.digest.map(|d| d.to_hex()),
+                        a.stdout.size,
+                        a.stderr.digest.map(|d| d.to_hex()),
+                        a.stderr.size,
+                        a.peak_memory,
+                    )
+                })
+                .collect();
+            sqlx::query(&sql)
+                .bind(json(&rows))
+                .execute(&mut *self.tx)
+                .await?;
         }
         Ok(())
     }
 
-    /// Records output files of task `seq`.
+    /// Records output files of tasks.
     pub(crate) async fn insert_outputs(
         &mut self,
         job_id: &str,
         outputs: &[(i64, &OutputFile)],
     ) -> Result<(), Error> {
-        const COLUMNS: usize = 6;
-        for chunk in outputs.chunks(MAX_BIND_PARAMS / COLUMNS) {
-            let mut builder: QueryBuilder<Any> =
-                QueryBuilder::new("INSERT INTO outputs (job_id, seq, path, digest, size, kind) ");
-            builder.push_values(chunk, |mut row, (seq, file)| {
-                row.push_bind(job_id)
-                    .push_bind(*seq)
-                    .push_bind(file.path.as_str())
-                    .push_bind(file.digest.to_hex())
-                    .push_bind(file.size as i64)
-                    .push_bind("output");
-            });
-            builder.push(" ON CONFLICT (job_id, seq, path) DO NOTHING");
-            builder.build().execute(&mut *self.tx).await?;
-        }
-        Ok(())
-    }
-
-    /// Marks running tasks as succeeded.
-    pub(crate) async fn mark_succeeded(
-        &mut self,
-        job_id: &str,
-        seqs: &[i64],
-        now: i64,
-    ) -> Result<(), Error> {
-        for chunk in seqs.chunks(MAX_BIND_PARAMS) {
-            let mut sql = String::from(
-                "UPDATE tasks SET state = 'succeeded', finished_at = $2, progress = 1, \
-                 failure_kind = NULL, failure = NULL WHERE job_id = $1 AND seq IN (",
-            );
-            placeholders(&mut sql, 3, chunk.len());
-            sql.push(')');
-            let mut query = sqlx::query(&sql).bind(job_id).bind(now);
-            for seq in chunk {
-                query = query.bind(*seq);
-            }
-            query.execute(&mut *self.tx).await?;
+        let sql = format!(
+            "INSERT INTO outputs (job_id, seq, path, digest, size, kind) \
+             SELECT $1, CAST(value ->> 0 AS BIGINT), value ->> 1, value ->> 2, \
+             CAST(value ->> 3 AS BIGINT), 'output' FROM {} \
+             WHERE true ON CONFLICT (job_id, seq, path) DO NOTHING",
+            json_rows(2)
+        );
+        for chunk in outputs.chunks(JSON_CHUNK) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|(seq, f)| (seq, &f.path, f.digest.to_hex(), f.size))
+                .collect();
+            sqlx::query(&sql)
+                .bind(job_id)
+                .bind(json(&rows))
+                .execute(&mut *self.tx)
+                .await?;
         }
         Ok(())
     }
@@ -509,7 +692,7 @@ impl Tx {
     pub(crate) async fn fail_attempt(
         &mut self,
         job_id: &str,
-        seq: i64,
+        task: &CurrentTask,
         failure: &Failure,
         retry: bool,
         now: i64,
@@ -525,13 +708,17 @@ impl Tx {
              WHERE job_id = $1 AND seq = $2",
         )
         .bind(job_id)
-        .bind(seq)
+        .bind(task.seq)
         .bind(state.as_str())
         .bind(failure.kind.as_str())
         .bind(failure.message.as_str())
         .bind(finished)
         .execute(&mut *self.tx)
         .await?;
+        if task.kind == TaskKind::Process {
+            self.adjust_counts(job_id, &CountDelta::moved(TaskState::Running, state, 1))
+                .await?;
+        }
         Ok(())
     }
 
@@ -542,30 +729,41 @@ impl Tx {
         job_id: &str,
         succeeded: &[i64],
     ) -> Result<u64, Error> {
-        for chunk in succeeded.chunks(MAX_BIND_PARAMS) {
-            let mut list = String::new();
-            placeholders(&mut list, 2, chunk.len());
-            let sql = format!(
-                "UPDATE tasks SET deps_remaining = deps_remaining - \
-                     (SELECT COUNT(*) FROM task_deps d WHERE d.job_id = tasks.job_id \
-                      AND d.seq = tasks.seq AND d.dep_seq IN ({list})) \
-                 WHERE job_id = $1 AND seq IN \
-                     (SELECT seq FROM task_deps WHERE job_id = $1 AND dep_seq IN ({list}))"
-            );
-            let mut query = sqlx::query(&sql).bind(job_id);
-            for seq in chunk {
-                query = query.bind(*seq);
+        // SET expressions see the row as it was, so the state test uses the
+        // count before this decrement.
+        let sql = format!(
+            "UPDATE tasks SET \
+                 deps_remaining = deps_remaining - (SELECT COUNT(*) FROM task_deps d \
+                     WHERE d.job_id = tasks.job_id AND d.seq = tasks.seq \
+                     AND d.dep_seq IN (SELECT CAST(value AS BIGINT) FROM {rows})), \
+                 state = CASE WHEN state = 'blocked' AND deps_remaining - (SELECT COUNT(*) \
+                     FROM task_deps d WHERE d.job_id = tasks.job_id AND d.seq = tasks.seq \
+                     AND d.dep_seq IN (SELECT CAST(value AS BIGINT) FROM {rows})) <= 0 \
+                     THEN 'queued' ELSE state END \
+             WHERE job_id = $1 AND seq IN (SELECT seq FROM task_deps WHERE job_id = $1 \
+                 AND dep_seq IN (SELECT CAST(value AS BIGINT) FROM {rows})) \
+             RETURNING state",
+            rows = json_rows(2)
+        );
+        let mut queued = 0;
+        for chunk in succeeded.chunks(JSON_CHUNK) {
+            let rows = sqlx::query(&sql)
+                .bind(job_id)
+                .bind(json(chunk))
+                .fetch_all(&mut *self.tx)
+                .await?;
+            for row in rows {
+                if parse_column::<TaskState>(&row, "state")? == TaskState::Queued {
+                    queued += 1;
+                }
             }
-            query.execute(&mut *self.tx).await?;
         }
-        let done = sqlx::query(
-            "UPDATE tasks SET state = 'queued' \
-             WHERE job_id = $1 AND state = 'blocked' AND deps_remaining <= 0",
+        self.adjust_counts(
+            job_id,
+            &CountDelta::moved(TaskState::Blocked, TaskState::Queued, queued),
         )
-        .bind(job_id)
-        .execute(&mut *self.tx)
         .await?;
-        Ok(done.rows_affected())
+        Ok(queued as u64)
     }
 
     /// Inserts a job's merge step as queued (or queues it again).
@@ -602,7 +800,7 @@ impl Tx {
     ) -> Result<Option<(String, Failure)>, Error> {
         let row = sqlx::query(
             "SELECT name, failure_kind, failure FROM tasks \
-             WHERE job_id = $1 AND state = 'failed' ORDER BY seq LIMIT 1",
+             WHERE job_id = $1 AND kind = 'process' AND state = 'failed' ORDER BY seq LIMIT 1",
         )
         .bind(job_id)
         .fetch_optional(&mut *self.tx)
@@ -634,29 +832,6 @@ impl Tx {
         Ok(())
     }
 
-    /// Counts a job's tasks (split and merge steps excluded) by state.
-    pub(crate) async fn count_tasks(
-        &mut self,
-        job_id: &str,
-    ) -> Result<std::collections::HashMap<TaskState, u64>, Error> {
-        let rows = sqlx::query(
-            "SELECT state, COUNT(*) AS n FROM tasks WHERE job_id = $1 AND kind = 'process' \
-             AND state IN ('blocked', 'queued', 'running', 'failed', 'cancelled') \
-             GROUP BY state",
-        )
-        .bind(job_id)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    parse_column(row, "state")?,
-                    row.try_get::<i64, _>("n")? as u64,
-                ))
-            })
-            .collect()
-    }
-
     /// Cancels every unfinished task of a job; returns how many.
     pub(crate) async fn cancel_tasks(&mut self, job_id: &str, now: i64) -> Result<u64, Error> {
         let done = sqlx::query(
@@ -665,6 +840,13 @@ impl Tx {
         )
         .bind(job_id)
         .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET tasks_cancelled = tasks_cancelled + tasks_blocked + tasks_queued \
+             + tasks_running, tasks_blocked = 0, tasks_queued = 0, tasks_running = 0 WHERE id = $1",
+        )
+        .bind(job_id)
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected())
@@ -681,6 +863,7 @@ impl Tx {
         .bind(job_id)
         .execute(&mut *self.tx)
         .await?;
+        self.recount(job_id).await?;
         Ok(done.rows_affected())
     }
 
@@ -691,15 +874,28 @@ impl Tx {
         pool: &str,
         node: &str,
     ) -> Result<u64, Error> {
-        let done = sqlx::query(
+        let rows = sqlx::query(
             "UPDATE tasks SET state = 'queued', node = NULL \
-             WHERE pool = $1 AND state = 'running' AND node = $2",
+             WHERE pool = $1 AND state = 'running' AND node = $2 RETURNING job_id, kind",
         )
         .bind(pool)
         .bind(node)
-        .execute(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await?;
-        Ok(done.rows_affected())
+        let mut per_job: std::collections::BTreeMap<String, i64> = Default::default();
+        for row in &rows {
+            if parse_column::<TaskKind>(row, "kind")? == TaskKind::Process {
+                *per_job.entry(row.try_get("job_id")?).or_default() += 1;
+            }
+        }
+        for (job, n) in per_job {
+            self.adjust_counts(
+                &job,
+                &CountDelta::moved(TaskState::Running, TaskState::Queued, n),
+            )
+            .await?;
+        }
+        Ok(rows.len() as u64)
     }
 
     /// Registers a node, or refreshes its registration.

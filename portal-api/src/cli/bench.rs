@@ -71,7 +71,7 @@ async fn start(
 }
 
 /// Submits a job of a sample and waits for it; returns the job and the
-/// seconds from submission to its end.
+/// seconds from its submission to its end, as the service recorded them.
 async fn run_sample(
     client: &Client,
     sample: &str,
@@ -88,7 +88,6 @@ async fn run_sample(
     let serde_json::Value::Object(parameters) = parameters else {
         bail!("parameters must be an object");
     };
-    let start = Instant::now();
     let job = client
         .submit(&SubmitJob {
             app: sample.name.into(),
