@@ -293,27 +293,6 @@ impl Scheduler {
         let Some(mut job) = tx.job(job_id).await? else {
             return Ok(false);
         };
-        fn record<'a>(
-            job_id: &'a str,
-            node_id: &'a str,
-            r: &'a AttemptReport,
-        ) -> AttemptRecord<'a> {
-            AttemptRecord {
-                job_id,
-                seq: r.key.seq,
-                attempt: r.key.attempt,
-                node: node_id,
-                failure: match &r.outcome {
-                    Outcome::Failed(f) => Some(f),
-                    Outcome::Succeeded { .. } => None,
-                },
-                started_at: r.started_at,
-                finished_at: r.finished_at,
-                stdout: r.stdout,
-                stderr: r.stderr,
-                peak_memory: r.peak_memory,
-            }
-        }
         // The common case first: successful tasks, fenced and marked in one
         // statement that only touches attempts still holding their lease.
         let (successes, mut rest): (Vec<&AttemptReport>, Vec<&AttemptReport>) =
@@ -335,7 +314,7 @@ impl Scheduler {
                 rest.push(report);
                 continue;
             };
-            records.push(record(job_id, node_id, report));
+            records.push(attempt_record(job_id, node_id, report));
             if let Outcome::Succeeded { outputs: files, .. } = &report.outcome {
                 outputs.extend(files.iter().map(|f| (report.key.seq, f)));
             }
@@ -366,7 +345,7 @@ impl Scheduler {
                 else {
                     continue;
                 };
-                records.push(record(job_id, node_id, report));
+                records.push(attempt_record(job_id, node_id, report));
                 if task.state != TaskState::Running {
                     continue;
                 }
@@ -532,6 +511,29 @@ impl Scheduler {
         job.has_deps = has_deps;
         job.state = JobState::Running;
         Ok(Ok(()))
+    }
+}
+
+/// The attempt row of a report.
+fn attempt_record<'a>(
+    job_id: &'a str,
+    node_id: &'a str,
+    r: &'a AttemptReport,
+) -> AttemptRecord<'a> {
+    AttemptRecord {
+        job_id,
+        seq: r.key.seq,
+        attempt: r.key.attempt,
+        node: node_id,
+        failure: match &r.outcome {
+            Outcome::Failed(f) => Some(f),
+            Outcome::Succeeded { .. } => None,
+        },
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        stdout: r.stdout,
+        stderr: r.stderr,
+        peak_memory: r.peak_memory,
     }
 }
 

@@ -1,4 +1,6 @@
--- Tessera state, SQLite dialect. Times are milliseconds since the Unix epoch;
+-- Tessera state, SQLite dialect. Tables keyed by a composite primary key
+-- are WITHOUT ROWID: the key is the table, one b-tree fewer to write.
+-- Times are milliseconds since the Unix epoch;
 -- JSON documents are TEXT. Keep statements portable: PostgreSQL gets its own
 -- migration folder with the same tables.
 
@@ -7,7 +9,7 @@ CREATE TABLE apps (
     name       TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (account, name)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE app_versions (
     account          TEXT NOT NULL,
@@ -22,7 +24,7 @@ CREATE TABLE app_versions (
     processor_digest TEXT NOT NULL,
     parameters       TEXT NOT NULL,
     PRIMARY KEY (account, app, version)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE files (
     account    TEXT NOT NULL,
@@ -30,7 +32,7 @@ CREATE TABLE files (
     size       BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (account, digest)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE jobs (
     id               TEXT PRIMARY KEY,
@@ -85,16 +87,19 @@ CREATE TABLE tasks (
     failure_kind   TEXT,
     failure        TEXT,
     PRIMARY KEY (job_id, seq)
-);
+) WITHOUT ROWID;
 CREATE UNIQUE INDEX tasks_by_name ON tasks (job_id, name);
-CREATE INDEX tasks_queue ON tasks (pool, state, job_id, seq);
+-- Only queued tasks are in the queue index and only running ones in the
+-- node index, so a task finishing touches neither.
+CREATE INDEX tasks_queue ON tasks (pool, job_id, seq) WHERE state = 'queued';
+CREATE INDEX tasks_running ON tasks (node) WHERE state = 'running';
 
 CREATE TABLE task_deps (
     job_id  TEXT NOT NULL,
     dep_seq BIGINT NOT NULL,
     seq     BIGINT NOT NULL,
     PRIMARY KEY (job_id, dep_seq, seq)
-);
+) WITHOUT ROWID;
 CREATE INDEX task_deps_by_task ON task_deps (job_id, seq);
 
 CREATE TABLE attempts (
@@ -113,7 +118,7 @@ CREATE TABLE attempts (
     stderr_size   BIGINT NOT NULL,
     peak_memory   BIGINT NOT NULL,
     PRIMARY KEY (job_id, seq, attempt)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE outputs (
     job_id TEXT NOT NULL,
@@ -123,7 +128,7 @@ CREATE TABLE outputs (
     size   BIGINT NOT NULL,
     kind   TEXT NOT NULL,
     PRIMARY KEY (job_id, seq, path)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE nodes (
     id            TEXT PRIMARY KEY,

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
@@ -48,7 +48,10 @@ const COMMIT_BATCH: usize = 2048;
 const PREFETCH_WINDOW_MICROS: u64 = 100_000;
 
 /// Most attempts a node holds per slot.
-const MAX_HELD_PER_SLOT: usize = 512;
+const MAX_HELD_PER_SLOT: usize = 2048;
+
+/// Jobs whose task durations a node remembers.
+const REMEMBERED_JOBS: usize = 1024;
 
 /// Settings of a node.
 #[derive(Clone, Debug)]
@@ -98,9 +101,18 @@ struct Shared {
     /// Attempts leased and not yet committed.
     outstanding: AtomicUsize,
     capacity: Notify,
-    /// Moving average of attempt durations, in microseconds (0: unknown).
-    average_micros: AtomicU64,
+    /// How long tasks take, per job.
+    durations: Mutex<Durations>,
     stopping: AtomicBool,
+}
+
+/// Moving averages of task durations per job, and the job the node is
+/// leasing from: prefetch follows what that job's tasks have shown, and
+/// stays at one task per slot until one of them has finished.
+#[derive(Default)]
+struct Durations {
+    micros: HashMap<String, u64>,
+    current: Option<String>,
 }
 
 impl Shared {
@@ -108,25 +120,40 @@ impl Shared {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn durations(&self) -> std::sync::MutexGuard<'_, Durations> {
+        self.durations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// How many attempts to keep on hand.
     fn target(&self, slots: usize) -> usize {
-        let average = self.average_micros.load(Ordering::Relaxed);
-        let per_slot = if average == 0 {
-            1
-        } else {
-            PREFETCH_WINDOW_MICROS.div_ceil(average) as usize
-        };
+        let durations = self.durations();
+        let average = durations
+            .current
+            .as_ref()
+            .and_then(|job| durations.micros.get(job));
+        let per_slot = average.map_or(1, |&a| PREFETCH_WINDOW_MICROS.div_ceil(a.max(1)) as usize);
         slots * per_slot.clamp(1, MAX_HELD_PER_SLOT)
     }
 
-    fn record_duration(&self, micros: u64) {
-        let old = self.average_micros.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            micros.max(1)
-        } else {
-            (old * 7 + micros) / 8
-        };
-        self.average_micros.store(new.max(1), Ordering::Relaxed);
+    /// Records how long one of a job's tasks took.
+    fn record_duration(&self, job_id: &str, micros: u64) {
+        let mut durations = self.durations();
+        if let Some(old) = durations.micros.get_mut(job_id) {
+            *old = (*old * 7 + micros) / 8;
+            return;
+        }
+        if durations.micros.len() >= REMEMBERED_JOBS {
+            durations.micros.clear();
+        }
+        durations.micros.insert(job_id.to_owned(), micros);
+    }
+
+    /// Notes which job the node is now leasing from.
+    fn leasing_from(&self, job_id: &str) {
+        let mut durations = self.durations();
+        if durations.current.as_deref() != Some(job_id) {
+            durations.current = Some(job_id.to_owned());
+        }
     }
 }
 
@@ -163,11 +190,11 @@ async fn run<C: Coordinator>(
         held: Mutex::new(HashMap::new()),
         outstanding: AtomicUsize::new(0),
         capacity: Notify::new(),
-        average_micros: AtomicU64::new(0),
+        durations: Mutex::new(Durations::default()),
         stopping: AtomicBool::new(false),
     });
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<Work>();
-    let (done_tx, done_rx) = mpsc::unbounded_channel::<(AttemptReport, u64)>();
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<AttemptReport>();
 
     let mut slots = Vec::with_capacity(config.slots);
     for i in 0..config.slots {
@@ -184,6 +211,7 @@ async fn run<C: Coordinator>(
         };
         let rx = work_rx.clone();
         let tx = done_tx.clone();
+        let timings = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tessera-slot-{i}"))
             // Room for a guest's wasm stack, a program it runs, and the host.
@@ -192,7 +220,11 @@ async fn run<C: Coordinator>(
                 while let Ok(work) = rx.recv() {
                     let start = Instant::now();
                     let report = slot.run(&work);
-                    if tx.send((report, worker::elapsed_micros(start))).is_err() {
+                    if work.assignment.kind == TaskKind::Process {
+                        let micros = start.elapsed().as_micros() as u64;
+                        timings.record_duration(&work.assignment.key.job_id, micros);
+                    }
+                    if tx.send(report).is_err() {
                         break;
                     }
                 }
@@ -279,7 +311,7 @@ async fn lease_loop<C: Coordinator>(
     config: &NodeConfig,
     shared: &Shared,
     work_tx: &crossbeam_channel::Sender<Work>,
-    done_tx: &mpsc::UnboundedSender<(AttemptReport, u64)>,
+    done_tx: &mpsc::UnboundedSender<AttemptReport>,
     stop: &CancellationToken,
 ) {
     loop {
@@ -325,6 +357,9 @@ async fn lease_loop<C: Coordinator>(
                 continue;
             }
         };
+        if let Some(last) = assignments.last() {
+            shared.leasing_from(&last.key.job_id);
+        }
         for assignment in assignments {
             shared.outstanding.fetch_add(1, Ordering::AcqRel);
             let cancel = Arc::new(AtomicBool::new(false));
@@ -362,7 +397,7 @@ async fn lease_loop<C: Coordinator>(
                         finished_at: now,
                         peak_memory: 0,
                     };
-                    let _ = done_tx.send((report, 0));
+                    let _ = done_tx.send(report);
                 }
             }
         }
@@ -400,7 +435,7 @@ async fn prepare<C: Coordinator>(
 async fn commit_loop<C: Coordinator>(
     coordinator: Arc<C>,
     node_id: String,
-    mut done: mpsc::UnboundedReceiver<(AttemptReport, u64)>,
+    mut done: mpsc::UnboundedReceiver<AttemptReport>,
     shared: Arc<Shared>,
 ) {
     let mut batch = Vec::with_capacity(COMMIT_BATCH);
@@ -413,18 +448,12 @@ async fn commit_loop<C: Coordinator>(
                 Err(_) => break,
             }
         }
-        for (_, micros) in &batch {
-            if *micros > 0 {
-                shared.record_duration(*micros);
-            }
-        }
-        let keys: Vec<AttemptKey> = batch.iter().map(|(r, _)| r.key.clone()).collect();
+        let keys: Vec<AttemptKey> = batch.iter().map(|r| r.key.clone()).collect();
         // While stopping, cancelled attempts are released instead (deregister
         // requeues them without counting a failure).
         let stopping = shared.stopping.load(Ordering::Relaxed);
         let reports: Vec<AttemptReport> = batch
             .drain(..)
-            .map(|(r, _)| r)
             .filter(|r| {
                 !(stopping
                     && matches!(&r.outcome, Outcome::Failed(f) if f.kind == FailureKind::Cancelled))

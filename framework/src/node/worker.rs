@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32};
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -76,9 +75,15 @@ impl<C: Coordinator> Slot<C> {
         } else {
             self.execute(work)
         };
+        // The splitter has no /output; otherwise only a successful collection
+        // that found nothing proves the folder is still empty.
+        let mut output_empty = a.kind == TaskKind::Split;
         let outcome = match run.result {
             Ok(plan) => match self.collect_outputs(a) {
-                Ok(outputs) => Outcome::Succeeded { outputs, plan },
+                Ok((outputs, empty)) => {
+                    output_empty |= empty;
+                    Outcome::Succeeded { outputs, plan }
+                }
                 Err(failure) => Outcome::Failed(failure),
             },
             Err(failure) => Outcome::Failed(failure),
@@ -95,7 +100,7 @@ impl<C: Coordinator> Slot<C> {
                     )),
                 ),
             };
-        self.clean(a);
+        self.clean(a, output_empty);
         AttemptReport {
             key: a.key.clone(),
             outcome,
@@ -206,11 +211,13 @@ impl<C: Coordinator> Slot<C> {
         Ok(())
     }
 
-    /// Stores every file the attempt left in `/output`.
-    fn collect_outputs(&self, a: &Assignment) -> Result<Vec<OutputFile>, Failure> {
+    /// Stores every file the attempt left in `/output`; also says whether
+    /// `/output` was empty (not even a folder in it).
+    fn collect_outputs(&self, a: &Assignment) -> Result<(Vec<OutputFile>, bool), Failure> {
         if a.kind == TaskKind::Split {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), true));
         }
+        let mut entries_seen = 0usize;
         let mut files = Vec::new();
         let mut total = 0u64;
         let mut stack = vec![self.output.clone()];
@@ -218,6 +225,7 @@ impl<C: Coordinator> Slot<C> {
             let entries = std::fs::read_dir(&dir).map_err(internal("reading /output"))?;
             for entry in entries {
                 let entry = entry.map_err(internal("reading /output"))?;
+                entries_seen += 1;
                 let kind = entry.file_type().map_err(internal("reading /output"))?;
                 let path = entry.path();
                 let relative = path
@@ -261,7 +269,7 @@ impl<C: Coordinator> Slot<C> {
             ));
         }
         files.sort();
-        files
+        let stored = files
             .into_iter()
             .map(|(relative, path)| {
                 let relative = crate::package::check_relative_path(&relative).map_err(|e| {
@@ -277,7 +285,8 @@ impl<C: Coordinator> Slot<C> {
                     size,
                 })
             })
-            .collect()
+            .collect::<Result<_, Failure>>()?;
+        Ok((stored, entries_seen == 0))
     }
 
     fn store_log(&self, bytes: Bytes) -> Result<LogRef, Error> {
@@ -293,24 +302,26 @@ impl<C: Coordinator> Slot<C> {
     }
 
     /// Empties the slot's folders for the next attempt.
-    fn clean(&self, a: &Assignment) {
-        let mut dirs = vec![&self.output];
+    fn clean(&self, a: &Assignment, output_empty: bool) {
+        let mut dirs = Vec::with_capacity(2);
+        if !output_empty && !folder_is_empty(&self.output) {
+            dirs.push(&self.output);
+        }
         if !a.inputs.is_empty() || !a.results.is_empty() {
             dirs.push(&self.inputs);
         }
         for dir in dirs {
-            let Ok(mut entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            if entries.next().is_none() {
-                continue;
-            }
             if let Err(e) = std::fs::remove_dir_all(dir).and_then(|()| std::fs::create_dir_all(dir))
             {
                 tracing::error!(dir = %dir.display(), error = %e, "cannot empty a slot folder");
             }
         }
     }
+}
+
+/// Whether a folder has no entries (an unreadable one counts as not empty).
+fn folder_is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
 }
 
 fn without_plan(run: AttemptRun<()>) -> AttemptRun<Option<crate::protocol::SplitPlan>> {
@@ -340,9 +351,4 @@ fn environment(a: &Assignment, node_id: &str) -> Vec<(String, String)> {
     ];
     env.extend(a.env.iter().cloned());
     env
-}
-
-/// How long an attempt took, for the node's prefetch estimate.
-pub(super) fn elapsed_micros(start: Instant) -> u64 {
-    start.elapsed().as_micros() as u64
 }

@@ -521,7 +521,12 @@ impl Runtime {
                             }
                             Ok::<(), Failure>(())
                         })
-                        .map_err(|e| Failure::new(FailureKind::Internal, format!("cannot start a thread: {e}")))
+                        .map_err(|e| {
+                            Failure::new(
+                                FailureKind::Internal,
+                                format!("cannot start a thread: {e}"),
+                            )
+                        })
                 })
                 .collect::<Result<_, _>>()?;
             workers.into_iter().try_for_each(|w| {

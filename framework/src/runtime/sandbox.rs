@@ -267,12 +267,10 @@ impl WasiView for TaskState {
     }
 }
 
-/// A store's captured output, taken once the store is gone.
+/// A store's captured output (a copy, so it does not matter which clones
+/// of the pipe are still alive).
 pub(super) fn take_pipe(pipe: MemoryOutputPipe) -> Bytes {
-    match pipe.try_into_inner() {
-        Some(buf) => buf.freeze(),
-        None => Bytes::new(),
-    }
+    pipe.contents()
 }
 
 /// The total size of the regular files under `dir`.

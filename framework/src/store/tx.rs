@@ -515,7 +515,7 @@ impl Tx {
             "UPDATE tasks SET state = 'running', node = $2, attempts = attempts + 1, \
              started_at = $3, finished_at = NULL, progress = 0 \
              WHERE (job_id, seq) IN (SELECT job_id, seq FROM tasks \
-                 WHERE pool = $1 AND state = 'queued' ORDER BY job_id, seq LIMIT $4) \
+                 WHERE pool = $1 AND state = 'queued' ORDER BY pool, job_id, seq LIMIT $4) \
              RETURNING job_id, seq, name, kind, attempts, parameters, inputs, env",
         )
         .bind(pool)
@@ -876,7 +876,7 @@ impl Tx {
     ) -> Result<u64, Error> {
         let rows = sqlx::query(
             "UPDATE tasks SET state = 'queued', node = NULL \
-             WHERE pool = $1 AND state = 'running' AND node = $2 RETURNING job_id, kind",
+             WHERE state = 'running' AND node = $2 AND pool = $1 RETURNING job_id, kind",
         )
         .bind(pool)
         .bind(node)

@@ -97,9 +97,10 @@ async fn run_sample(
         })
         .await?;
     let job = client
-        .wait(&job.id, Duration::from_millis(20), |_| {})
+        .wait(&job.id, Duration::from_millis(100), |_| {})
         .await?;
-    let secs = start.elapsed().as_secs_f64();
+    let finished = job.finished_at.context("a finished job has an end time")?;
+    let secs = (finished - job.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
     ensure!(
         job.state == JobState::Completed,
         "the benchmark job ended {}: {}",
@@ -121,8 +122,10 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
         "the benchmark needs an embedded pool: give --slots 1 or more"
     );
     let client = Client::new(&embedded.url())?;
+    let cpu_before = process_cpu_secs();
     let (job, secs) =
         run_sample(&client, "noop", serde_json::json!({ "tasks": args.tasks })).await?;
+    let cpu_per_task = (process_cpu_secs() - cpu_before) / args.tasks as f64;
     ensure!(
         job.progress.succeeded == args.tasks,
         "only {} tasks succeeded",
@@ -169,6 +172,7 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
             "tasks_per_sec": round(tasks_per_sec),
             "raw_per_sec": round(raw_per_sec),
             "ratio": round(tasks_per_sec / raw_per_sec),
+            "cpu_us_per_task": round(cpu_per_task * 1e6),
         })
     );
     Ok(ExitCode::SUCCESS)
@@ -256,6 +260,17 @@ fn native_risk(params: &RiskParameters, threads: usize) -> (f64, f64) {
         tail.extend(partial);
     }
     risk_from_tail(&tail.into_sorted_desc(), k)
+}
+
+/// CPU time (user and system) this process has used, in seconds.
+fn process_cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn round(x: f64) -> f64 {
