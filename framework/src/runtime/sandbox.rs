@@ -114,7 +114,7 @@ impl Guard {
             Some(Interrupt::Cancelled)
         } else if Instant::now() >= self.deadline {
             Some(Interrupt::Timeout)
-        } else if self.ticks % OUTPUT_CHECK_TICKS == 0
+        } else if self.ticks.is_multiple_of(OUTPUT_CHECK_TICKS)
             && self
                 .output
                 .as_deref()
@@ -334,7 +334,7 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
 
 /// `2.5 s`-style durations for messages.
 fn human_duration(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{:.1} s", ms as f64 / 1000.0)

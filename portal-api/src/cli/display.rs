@@ -35,7 +35,7 @@ pub(super) fn apps(apps: &[AppSummary]) {
         );
         return;
     }
-    println!("{:<32} {:>7}  {}", "APPLICATION", "LATEST", "CREATED");
+    println!("{:<32} {:>7}  CREATED", "APPLICATION", "LATEST");
     for a in apps {
         println!(
             "{:<32} {:>7}  {}",
@@ -85,8 +85,8 @@ pub(super) fn jobs(jobs: &[Job]) {
         return;
     }
     println!(
-        "{:<36}  {:<20} {:<10} {:>7}  {}",
-        "JOB", "APPLICATION", "STATE", "DONE", "SUBMITTED"
+        "{:<36}  {:<20} {:<10} {:>7}  SUBMITTED",
+        "JOB", "APPLICATION", "STATE", "DONE"
     );
     for j in jobs {
         println!(
@@ -121,8 +121,8 @@ pub(super) fn job(j: &Job) {
 
 pub(super) fn tasks(tasks: &[Task]) {
     println!(
-        "{:<24} {:<8} {:<10} {:>8}  {:<24} {}",
-        "TASK", "KIND", "STATE", "ATTEMPTS", "NODE", "FAILURE"
+        "{:<24} {:<8} {:<10} {:>8}  {:<24} FAILURE",
+        "TASK", "KIND", "STATE", "ATTEMPTS", "NODE"
     );
     for t in tasks {
         println!(
