@@ -97,6 +97,7 @@ impl Service {
                     heartbeat_interval: config.heartbeat_interval,
                     hostname,
                     address: "in-process".into(),
+                    archive_limits: config.archive_limits.clone(),
                 },
             )?)
         } else {

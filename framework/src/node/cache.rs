@@ -15,12 +15,13 @@ use crate::runtime::{Role, Runtime};
 /// The node's cache folder and what it knows is in it.
 pub(super) struct Cache {
     root: PathBuf,
+    limits: ArchiveLimits,
     files: Mutex<HashSet<Digest>>,
     apps: Mutex<HashMap<Option<Digest>, PathBuf>>,
 }
 
 impl Cache {
-    pub(super) fn new(root: &Path) -> Result<Self, Error> {
+    pub(super) fn new(root: &Path, limits: ArchiveLimits) -> Result<Self, Error> {
         for dir in ["files", "apps", "artifacts", "tmp"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
@@ -30,6 +31,7 @@ impl Cache {
         std::fs::create_dir_all(&tmp)?;
         Ok(Self {
             root: root.to_path_buf(),
+            limits,
             files: Mutex::new(HashSet::new()),
             apps: Mutex::new(HashMap::new()),
         })

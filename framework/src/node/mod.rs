@@ -70,6 +70,8 @@ pub struct NodeConfig {
     pub hostname: String,
     /// Where it can be reached, for operators.
     pub address: String,
+    /// Limits on the application images it unpacks (as at publish).
+    pub archive_limits: crate::package::ArchiveLimits,
 }
 
 /// A running node; stop it with [`NodeHandle::stop`].
@@ -175,7 +177,10 @@ async fn run<C: Coordinator>(
     config: NodeConfig,
     stop: CancellationToken,
 ) -> Result<(), Error> {
-    let cache = Arc::new(Cache::new(&config.work_dir.join("cache"))?);
+    let cache = Arc::new(Cache::new(
+        &config.work_dir.join("cache"),
+        config.archive_limits.clone(),
+    )?);
     let registration = NodeRegistration {
         node_id: config.node_id.clone(),
         pool: config.pool.clone(),

@@ -39,7 +39,7 @@ pub struct ThroughputArgs {
 #[derive(Args, Debug)]
 pub struct ComputeArgs {
     /// Monte Carlo paths.
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, default_value_t = 8_000_000)]
     paths: u64,
     /// Tasks the job is split into (default: four per slot).
     #[arg(long)]
