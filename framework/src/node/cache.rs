@@ -82,11 +82,10 @@ impl Cache {
             if let Some(digest) = image {
                 let zip = self.file(coordinator, &digest).await?;
                 let target = staging.path().to_path_buf();
-                tokio::task::spawn_blocking(move || {
-                    extract(&zip, &target, &ArchiveLimits::default())
-                })
-                .await
-                .map_err(|e| Error::Internal(format!("extraction task failed: {e}")))??;
+                let limits = self.limits.clone();
+                tokio::task::spawn_blocking(move || extract(&zip, &target, &limits))
+                    .await
+                    .map_err(|e| Error::Internal(format!("extraction task failed: {e}")))??;
             }
             // Another worker may have won the race; either copy is complete.
             let staged = staging.keep();

@@ -13,7 +13,6 @@ fn mix64(mut z: u64) -> u64 {
 /// The normal random numbers of one path.
 pub(crate) struct PathRng {
     state: [u64; 4],
-    spare: Option<f64>,
 }
 
 impl PathRng {
@@ -27,7 +26,6 @@ impl PathRng {
         };
         Self {
             state: [next(), next(), next(), next()],
-            spare: None,
         }
     }
 
