@@ -134,17 +134,7 @@ impl Service {
             created_at: now_ms(),
             finished_at: None,
         };
-        let split = NewTask {
-            seq: 0,
-            name: SPLIT_TASK.into(),
-            kind: TaskKind::Split,
-            state: TaskState::Queued,
-            parameters: "{}".into(),
-            inputs: "[]".into(),
-            depends_on: "[]".into(),
-            env: "[]".into(),
-            deps_remaining: 0,
-        };
+        let split = NewTask::step(0, SPLIT_TASK, TaskKind::Split);
         let mut tx = self.inner.store.begin().await?;
         tx.insert_job(&job).await?;
         tx.insert_tasks(&job.id, &pool, &[split]).await?;

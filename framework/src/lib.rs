@@ -1,7 +1,39 @@
 //! Tessera's engine: publishing applications, splitting jobs into tasks,
 //! scheduling them on nodes, running them in WebAssembly sandboxes, and
 //! keeping every result.
-//! (overview written below once the modules settle)
+//!
+//! # Concepts
+//!
+//! An **application** is an application image (a zip mounted read-only at
+//! `/app`) and a cloud assembly: a **splitter** and a **processor**, two
+//! WebAssembly components implementing the worlds of `wit/tessera.wit`.
+//! Publishing ([`registry`]) checks both and records an immutable version.
+//!
+//! A **job** runs an application with parameters and input files
+//! ([`jobs`]). It starts as a `_split` step; the splitter's plan becomes the
+//! job's **tasks**, which may depend on each other; once every task has
+//! succeeded a `_merge` step runs the processor's merge. Each run of a task
+//! on a node is an **attempt**; failed attempts are retried.
+//!
+//! A **node** runs attempts on its task slots ([`node`]). It leases work
+//! from the [`scheduler`] through the [`protocol::Coordinator`] interface,
+//! runs each attempt in a fresh sandbox ([`runtime`]), and commits the
+//! results in batches. The embedded service's local pool is a node running in
+//! process; remote node agents speak the same protocol.
+//!
+//! State lives in a SQL database ([`store`], private) and files in a
+//! content-addressed blob store ([`blobs`]); a [`service::Service`] opens
+//! them on a data folder and is the handle the portal API calls.
+//!
+//! # Modules
+//!
+//! - [`service`]: the service handle and its settings.
+//! - [`registry`], [`jobs`]: the operations of the portal API.
+//! - [`scheduler`], [`protocol`], [`node`]: leasing, running and committing.
+//! - [`runtime`]: wasmtime (the only module that names its types).
+//! - [`package`]: untrusted zips, the assembly manifest, parameters.
+//! - [`blobs`], [`digest`]: content-addressed files.
+//! - [`model`], [`error`]: what the API returns, and what can go wrong.
 
 pub mod blobs;
 pub mod digest;

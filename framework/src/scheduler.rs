@@ -436,17 +436,7 @@ impl Scheduler {
             return Ok(false);
         }
         if job.merge {
-            let merge = NewTask {
-                seq: job.task_count as i64 + 1,
-                name: MERGE_TASK.into(),
-                kind: TaskKind::Merge,
-                state: TaskState::Queued,
-                parameters: "{}".into(),
-                inputs: "[]".into(),
-                depends_on: "[]".into(),
-                env: "[]".into(),
-                deps_remaining: 0,
-            };
+            let merge = NewTask::step(job.task_count as i64 + 1, MERGE_TASK, TaskKind::Merge);
             tx.insert_merge(&job.id, &job.pool, &merge).await?;
             tx.set_job_state(&job.id, JobState::Merging, None, None)
                 .await?;

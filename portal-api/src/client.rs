@@ -273,16 +273,7 @@ impl Client {
         before: Option<&str>,
         limit: Option<u32>,
     ) -> Result<JobPage, ClientError> {
-        let mut query: Vec<(&str, String)> = Vec::new();
-        if let Some(s) = state {
-            query.push(("state", s.to_string()));
-        }
-        if let Some(b) = before {
-            query.push(("before", b.to_owned()));
-        }
-        if let Some(l) = limit {
-            query.push(("limit", l.to_string()));
-        }
+        let query = page_query(state.map(|s| s.to_string()), ("before", before), limit);
         self.json(self.request(Method::GET, "/v1/jobs").query(&query))
             .await
     }
@@ -313,16 +304,7 @@ impl Client {
         after: Option<&str>,
         limit: Option<u32>,
     ) -> Result<TaskPage, ClientError> {
-        let mut query: Vec<(&str, String)> = Vec::new();
-        if let Some(s) = state {
-            query.push(("state", s.to_string()));
-        }
-        if let Some(a) = after {
-            query.push(("after", a.to_owned()));
-        }
-        if let Some(l) = limit {
-            query.push(("limit", l.to_string()));
-        }
+        let query = page_query(state.map(|s| s.to_string()), ("after", after), limit);
         self.json(
             self.request(Method::GET, &format!("/v1/jobs/{}/tasks", segment(id)))
                 .query(&query),
@@ -436,6 +418,19 @@ impl Client {
             tokio::time::sleep(poll).await;
         }
     }
+}
+
+/// The query string of a paged list: a state filter, a cursor and a limit.
+fn page_query<'a>(
+    state: Option<String>,
+    (cursor_name, cursor): (&'a str, Option<&str>),
+    limit: Option<u32>,
+) -> Vec<(&'a str, String)> {
+    let mut query = Vec::new();
+    query.extend(state.map(|s| ("state", s)));
+    query.extend(cursor.map(|c| (cursor_name, c.to_owned())));
+    query.extend(limit.map(|l| ("limit", l.to_string())));
+    query
 }
 
 /// Whether an error means "not found".

@@ -95,9 +95,15 @@
 // here too.
 extern crate self as tessera_processor_sdk;
 
+// Errors, parameters, host services and the job record are the same in both
+// SDKs: one set of files, compiled into each against its own bindings.
+#[path = "../../splitter-sdk/src/error.rs"]
 mod error;
+#[path = "../../splitter-sdk/src/host.rs"]
 mod host;
+#[path = "../../splitter-sdk/src/job.rs"]
 mod job;
+#[path = "../../splitter-sdk/src/params.rs"]
 mod params;
 mod processor;
 mod sandbox;

@@ -77,6 +77,8 @@
 // here too.
 extern crate self as tessera_splitter_sdk;
 
+// `error`, `host`, `job` and `params` are shared with tessera-processor-sdk,
+// which compiles these same files.
 mod error;
 mod host;
 mod job;

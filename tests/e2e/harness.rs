@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tessera_framework::jobs::SubmitJob;
 use tessera_framework::model::{AppVersion, Job};
+pub use tessera_framework::package::testzip::{RawEntry, build as raw_zip};
 use tessera_framework::service::ServiceConfig;
 use tessera_portal_api::client::{Client, ClientError};
 use tessera_portal_api::embedded::Embedded;
@@ -239,137 +240,6 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found.sort();
     found
-}
-
-/// One entry of a hand-built zip: every header field is the test's, so it
-/// can hold what no well-behaved zip writer makes (`..` names, links,
-/// repeated names, sizes that lie).
-#[derive(Clone, Debug)]
-pub struct RawEntry {
-    pub name: String,
-    /// The bytes as stored: compressed when `method` is 8.
-    pub data: Vec<u8>,
-    pub method: u16,
-    pub crc: u32,
-    /// The declared expanded size.
-    pub size: u32,
-    pub compressed_size: u32,
-    /// The unix mode (type and permissions).
-    pub mode: u32,
-}
-
-impl RawEntry {
-    /// A regular file stored uncompressed, mode 0o644.
-    pub fn stored(name: &str, data: &[u8]) -> Self {
-        Self {
-            name: name.to_owned(),
-            data: data.to_vec(),
-            method: 0,
-            crc: crc32(data),
-            size: data.len().try_into().unwrap(),
-            compressed_size: data.len().try_into().unwrap(),
-            mode: 0o100_644,
-        }
-    }
-
-    /// A regular file compressed with deflate.
-    pub fn deflated(name: &str, data: &[u8]) -> Self {
-        let zip = {
-            let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-            let options = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Deflated);
-            writer.start_file("x", options).unwrap();
-            writer.write_all(data).unwrap();
-            writer.finish().unwrap().into_inner()
-        };
-        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
-        let mut raw = archive.by_index_raw(0).unwrap();
-        let mut compressed = Vec::new();
-        std::io::Read::read_to_end(&mut raw, &mut compressed).unwrap();
-        Self {
-            method: 8,
-            crc: raw.crc32(),
-            compressed_size: compressed.len().try_into().unwrap(),
-            data: compressed,
-            ..Self::stored(name, data)
-        }
-    }
-
-    /// A symbolic link to `target`.
-    pub fn symlink(name: &str, target: &str) -> Self {
-        Self {
-            mode: 0o120_777,
-            ..Self::stored(name, target.as_bytes())
-        }
-    }
-}
-
-/// Lays out local headers and data, the central directory and its end
-/// record (made by Unix, names flagged UTF-8).
-pub fn raw_zip(entries: &[RawEntry]) -> Vec<u8> {
-    const MADE_BY_UNIX: u16 = (3 << 8) | 20;
-    const FLAG_UTF8: u16 = 1 << 11;
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for e in entries {
-        let offset = u32::try_from(out.len()).unwrap();
-        let name_len = u16::try_from(e.name.len()).unwrap();
-        let common = |buf: &mut Vec<u8>| {
-            buf.extend_from_slice(&20u16.to_le_bytes());
-            buf.extend_from_slice(&FLAG_UTF8.to_le_bytes());
-            buf.extend_from_slice(&e.method.to_le_bytes());
-            buf.extend_from_slice(&0u16.to_le_bytes());
-            buf.extend_from_slice(&0x21u16.to_le_bytes());
-            buf.extend_from_slice(&e.crc.to_le_bytes());
-            buf.extend_from_slice(&e.compressed_size.to_le_bytes());
-            buf.extend_from_slice(&e.size.to_le_bytes());
-            buf.extend_from_slice(&name_len.to_le_bytes());
-        };
-        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        common(&mut out);
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(e.name.as_bytes());
-        out.extend_from_slice(&e.data);
-
-        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        central.extend_from_slice(&MADE_BY_UNIX.to_le_bytes());
-        common(&mut central);
-        central.extend_from_slice(&[0; 8]);
-        central.extend_from_slice(&(e.mode << 16).to_le_bytes());
-        central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(e.name.as_bytes());
-    }
-    let count = u16::try_from(entries.len()).unwrap();
-    let cd_offset = u32::try_from(out.len()).unwrap();
-    let cd_size = u32::try_from(central.len()).unwrap();
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&cd_size.to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out
-}
-
-/// The CRC-32 (IEEE) that zip headers carry.
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut table = [0u32; 256];
-    for (i, slot) in (0u32..).zip(table.iter_mut()) {
-        let mut c = i;
-        for _ in 0..8 {
-            c = if c & 1 == 1 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-        *slot = c;
-    }
-    !data
-        .iter()
-        .fold(!0u32, |c, &b| table[usize::from((c as u8) ^ b)] ^ (c >> 8))
 }
 
 /// The hostile assembly's entries as raw entries, with `replace` swapping

@@ -74,6 +74,19 @@ pub struct NodeConfig {
     pub archive_limits: crate::package::ArchiveLimits,
 }
 
+impl NodeConfig {
+    /// What the node tells the coordinator about itself.
+    fn registration(&self) -> NodeRegistration {
+        NodeRegistration {
+            node_id: self.node_id.clone(),
+            pool: self.pool.clone(),
+            hostname: self.hostname.clone(),
+            address: self.address.clone(),
+            slots: self.slots as u32,
+        }
+    }
+}
+
 /// A running node; stop it with [`NodeHandle::stop`].
 pub struct NodeHandle {
     stop: CancellationToken,
@@ -181,13 +194,7 @@ async fn run<C: Coordinator>(
         &config.work_dir.join("cache"),
         config.archive_limits.clone(),
     )?);
-    let registration = NodeRegistration {
-        node_id: config.node_id.clone(),
-        pool: config.pool.clone(),
-        hostname: config.hostname.clone(),
-        address: config.address.clone(),
-        slots: config.slots as u32,
-    };
+    let registration = config.registration();
     if !register(&*coordinator, &registration, &stop).await {
         return Ok(());
     }
@@ -343,17 +350,10 @@ async fn lease_loop<C: Coordinator>(
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "leasing failed; retrying");
-                if matches!(e, Error::NotFound { what: "node", .. }) {
-                    let registration = NodeRegistration {
-                        node_id: config.node_id.clone(),
-                        pool: config.pool.clone(),
-                        hostname: config.hostname.clone(),
-                        address: config.address.clone(),
-                        slots: config.slots as u32,
-                    };
-                    if !register(coordinator, &registration, stop).await {
-                        return;
-                    }
+                if matches!(e, Error::NotFound { what: "node", .. })
+                    && !register(coordinator, &config.registration(), stop).await
+                {
+                    return;
                 }
                 tokio::select! {
                     () = stop.cancelled() => return,

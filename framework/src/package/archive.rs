@@ -729,8 +729,10 @@ fn copy_bounded(
 /// Hand-built archives for tests: every header field is under the test's control, so
 /// tests can make what no well-behaved zip writer would (`..` names, lying sizes, link
 /// attributes, repeated names).
-#[cfg(test)]
-pub(crate) mod testzip {
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod testzip {
     use std::io::{Cursor, Read, Write};
     use std::path::PathBuf;
 
@@ -740,11 +742,11 @@ pub(crate) mod testzip {
     /// Version made by: Unix (3), zip spec 2.0.
     const MADE_BY_UNIX: u16 = (3 << 8) | 20;
     /// General purpose flag bit 11: the name is UTF-8.
-    pub(crate) const FLAG_UTF8: u16 = 1 << 11;
+    pub const FLAG_UTF8: u16 = 1 << 11;
 
     /// One entry of a hand-built archive.
     #[derive(Clone, Debug)]
-    pub(crate) struct RawEntry {
+    pub struct RawEntry {
         pub name: Vec<u8>,
         /// The bytes stored in the archive: compressed when `method` is 8.
         pub data: Vec<u8>,
@@ -792,6 +794,11 @@ pub(crate) mod testzip {
             RawEntry::stored(name, b"").mode(0o040_755)
         }
 
+        /// A symbolic link to `target`.
+        pub fn symlink(name: &str, target: &str) -> RawEntry {
+            RawEntry::stored(name, target.as_bytes()).mode(0o120_777)
+        }
+
         /// Sets the unix mode (file type and permissions) in the external attributes.
         pub fn mode(mut self, mode: u32) -> RawEntry {
             self.external_attrs = mode << 16;
@@ -804,7 +811,7 @@ pub(crate) mod testzip {
     }
 
     /// Lays out local headers and data, the central directory and its end record.
-    pub(crate) fn build(entries: &[RawEntry]) -> Vec<u8> {
+    pub fn build(entries: &[RawEntry]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut central = Vec::new();
         for e in entries {
@@ -855,7 +862,7 @@ pub(crate) mod testzip {
     }
 
     /// Deflates `data` with the zip crate's writer; returns the raw stream and its CRC-32.
-    pub(crate) fn deflate(data: &[u8]) -> (Vec<u8>, u32) {
+    pub fn deflate(data: &[u8]) -> (Vec<u8>, u32) {
         let bytes = with_writer(|w| {
             let options =
                 SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
@@ -871,33 +878,19 @@ pub(crate) mod testzip {
     }
 
     /// Builds an archive with the zip crate's own writer.
-    pub(crate) fn with_writer(fill: impl FnOnce(&mut ZipWriter<Cursor<Vec<u8>>>)) -> Vec<u8> {
+    pub fn with_writer(fill: impl FnOnce(&mut ZipWriter<Cursor<Vec<u8>>>)) -> Vec<u8> {
         let mut writer = ZipWriter::new(Cursor::new(Vec::new()));
         fill(&mut writer);
         writer.finish().expect("finish archive").into_inner()
     }
 
     /// The CRC-32 (IEEE) that zip headers carry.
-    pub(crate) fn crc32(data: &[u8]) -> u32 {
-        let mut table = [0u32; 256];
-        for (i, slot) in (0u32..).zip(table.iter_mut()) {
-            let mut c = i;
-            for _ in 0..8 {
-                c = if c & 1 == 1 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *slot = c;
-        }
-        !data
-            .iter()
-            .fold(!0u32, |c, &b| table[usize::from((c as u8) ^ b)] ^ (c >> 8))
+    pub fn crc32(data: &[u8]) -> u32 {
+        crc32fast::hash(data)
     }
 
     /// Deterministic incompressible bytes (xorshift).
-    pub(crate) fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
         (0..len)
             .map(|_| {
                 seed ^= seed << 13;
@@ -909,7 +902,7 @@ pub(crate) mod testzip {
     }
 
     /// A temporary folder holding `archive.zip` and an empty `out/` to extract into.
-    pub(crate) struct Fixture {
+    pub struct Fixture {
         pub dir: tempfile::TempDir,
         pub zip: PathBuf,
         pub out: PathBuf,
@@ -960,7 +953,7 @@ pub(crate) mod testzip {
 
     /// Asserts that `result` failed with the error code `kind` and a message containing
     /// `text`, and returns the error for closer checks.
-    pub(crate) fn expect_err<T: std::fmt::Debug>(
+    pub fn expect_err<T: std::fmt::Debug>(
         result: Result<T, super::PackageError>,
         kind: &str,
         text: &str,

@@ -32,6 +32,9 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+#[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
+pub use archive::testzip;
 pub use archive::{
     ArchiveEntry, ArchiveLimits, check_relative_path, extract, inspect, read_file, verify,
 };

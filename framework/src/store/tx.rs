@@ -140,6 +140,23 @@ pub(crate) struct NewTask {
     pub deps_remaining: i64,
 }
 
+impl NewTask {
+    /// A job's split or merge step, queued.
+    pub(crate) fn step(seq: i64, name: &str, kind: TaskKind) -> Self {
+        Self {
+            seq,
+            name: name.into(),
+            kind,
+            state: TaskState::Queued,
+            parameters: "{}".into(),
+            inputs: "[]".into(),
+            depends_on: "[]".into(),
+            env: "[]".into(),
+            deps_remaining: 0,
+        }
+    }
+}
+
 /// A task just leased to a node.
 #[derive(Clone, Debug)]
 pub(crate) struct LeasedTask {

@@ -87,7 +87,7 @@ impl PathRng {
 }
 
 /// Where the ziggurat's base layer meets the tail (256 layers).
-const ZIGGURAT_R: f64 = 3.654_152_885_361_008_8;
+const ZIGGURAT_R: f64 = 3.654_152_885_361_009;
 /// The area of each of the 256 layers.
 const ZIGGURAT_V: f64 = 0.004_928_673_233_99;
 
