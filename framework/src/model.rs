@@ -344,6 +344,33 @@ pub struct TaskDetail {
     pub attempt_history: Vec<Attempt>,
 }
 
+text_enum! {
+    /// What an output file is for, from the first folder of its path under
+    /// `/output`: `previews/…` are previews (a portal shows them),
+    /// `intermediate/…` are intermediate results (kept, but not the job's
+    /// answer), everything else is an output.
+    OutputKind {
+        /// A result.
+        Output = "output",
+        /// A small picture or summary to show while or after the job runs.
+        Preview = "preview",
+        /// Data one step hands to another (for example a task's partial
+        /// result that the merge combines).
+        Intermediate = "intermediate",
+    }
+}
+
+impl OutputKind {
+    /// The kind of the output at `path` (relative to `/output`).
+    pub fn of_path(path: &str) -> Self {
+        match path.split('/').next() {
+            Some("previews") if path.len() > "previews/".len() => Self::Preview,
+            Some("intermediate") if path.len() > "intermediate/".len() => Self::Intermediate,
+            _ => Self::Output,
+        }
+    }
+}
+
 /// One stored output file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Output {
@@ -355,8 +382,8 @@ pub struct Output {
     pub sha256: Digest,
     /// Its size in bytes.
     pub size: u64,
-    /// What it is: `output` for results.
-    pub kind: String,
+    /// What it is, from its path (see [`OutputKind::of_path`]).
+    pub kind: OutputKind,
 }
 
 /// Which attempt log to read.
@@ -377,4 +404,32 @@ pub(crate) fn time_from_ms(ms: i64) -> DateTime<Utc> {
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_kind_comes_from_the_first_folder_of_its_path() {
+        for (path, kind) in [
+            ("result.json", OutputKind::Output),
+            ("previews/sheet.png", OutputKind::Preview),
+            ("previews/a/b.png", OutputKind::Preview),
+            ("intermediate/counts.bin", OutputKind::Intermediate),
+            ("previews", OutputKind::Output),
+            ("previews.png", OutputKind::Output),
+            ("frames/previews/x.png", OutputKind::Output),
+            ("Intermediate/x", OutputKind::Output),
+        ] {
+            assert_eq!(OutputKind::of_path(path), kind, "{path}");
+        }
+        assert_eq!("preview".parse::<OutputKind>(), Ok(OutputKind::Preview));
+        assert!(
+            "thumbnail"
+                .parse::<OutputKind>()
+                .unwrap_err()
+                .contains("expected one of: output, preview, intermediate")
+        );
+    }
 }

@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use tessera_framework::digest::Digest;
 use tessera_framework::jobs::{JobPage, SubmitJob, TaskPage};
 use tessera_framework::model::{
-    AppSummary, AppVersion, FileRef, Job, JobState, LogStream, Output, TaskDetail, TaskState,
+    AppSummary, AppVersion, FileRef, Job, JobState, LogStream, Output, OutputKind, TaskDetail,
+    TaskState,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -347,6 +348,16 @@ impl Client {
     pub async fn outputs(&self, id: &str) -> Result<Vec<Output>, ClientError> {
         self.json(self.request(Method::GET, &format!("/v1/jobs/{}/outputs", segment(id))))
             .await
+    }
+
+    /// The outputs of a job of one kind (for example its previews).
+    pub async fn outputs_of_kind(
+        &self,
+        id: &str,
+        kind: OutputKind,
+    ) -> Result<Vec<Output>, ClientError> {
+        let path = format!("/v1/jobs/{}/outputs?kind={kind}", segment(id));
+        self.json(self.request(Method::GET, &path)).await
     }
 
     /// One output's content.

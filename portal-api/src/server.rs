@@ -20,7 +20,9 @@ use tessera_framework::blobs::Spooled;
 use tessera_framework::digest::Digest;
 use tessera_framework::error::{Error, ErrorClass};
 use tessera_framework::jobs::SubmitJob;
-use tessera_framework::model::{DEFAULT_ACCOUNT, FileRef, JobState, LogStream, Output, TaskState};
+use tessera_framework::model::{
+    DEFAULT_ACCOUNT, FileRef, JobState, LogStream, Output, OutputKind, TaskState,
+};
 use tessera_framework::service::Service;
 
 /// Largest JSON request body.
@@ -511,12 +513,23 @@ async fn task_log(
         .into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputListParams {
+    kind: Option<OutputKind>,
+}
+
 async fn list_outputs(
     State(service): State<Service>,
     Account(account): Account,
     PathParams(id): PathParams<String>,
+    QueryParams(q): QueryParams<OutputListParams>,
 ) -> ApiResult<Json<Vec<Output>>> {
-    Ok(Json(service.outputs(&account, &id).await?))
+    let mut outputs = service.outputs(&account, &id).await?;
+    if let Some(kind) = q.kind {
+        outputs.retain(|o| o.kind == kind);
+    }
+    Ok(Json(outputs))
 }
 
 async fn job_output(

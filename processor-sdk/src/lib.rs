@@ -121,5 +121,7 @@ pub use host::{Level, ProgramOutput, log, progress, run_program};
 pub use job::{FileInfo, Job};
 pub use params::Params;
 pub use processor::Processor;
-pub use sandbox::{APP_DIR, INPUTS_DIR, OUTPUT_DIR, input_path, output_path};
+pub use sandbox::{
+    APP_DIR, INPUTS_DIR, OUTPUT_DIR, input_path, intermediate_path, output_path, preview_path,
+};
 pub use task::{Task, TaskResult};

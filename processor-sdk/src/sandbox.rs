@@ -19,6 +19,30 @@ pub fn input_path(name: &str) -> PathBuf {
 }
 
 /// The path of the output `name`: `/output/<name>`.
+///
+/// The first folder of an output's path gives its kind: `previews/…` is a
+/// preview (a portal shows it), `intermediate/…` an intermediate result,
+/// anything else an output (see [`preview_path`] and [`intermediate_path`]).
 pub fn output_path(name: &str) -> PathBuf {
     [OUTPUT_DIR, name].iter().collect()
+}
+
+/// The path of the preview `name`, `/output/previews/<name>`, with its
+/// folder created.
+pub fn preview_path(name: &str) -> std::io::Result<PathBuf> {
+    in_output_folder("previews", name)
+}
+
+/// The path of the intermediate result `name`,
+/// `/output/intermediate/<name>`, with its folder created.
+pub fn intermediate_path(name: &str) -> std::io::Result<PathBuf> {
+    in_output_folder("intermediate", name)
+}
+
+fn in_output_folder(folder: &str, name: &str) -> std::io::Result<PathBuf> {
+    let path: PathBuf = [OUTPUT_DIR, folder, name].iter().collect();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    Ok(path)
 }

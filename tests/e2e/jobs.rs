@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use tessera_framework::digest::Digest;
 use tessera_framework::jobs::{InputRef, SubmitJob};
-use tessera_framework::model::{FailureKind, JobInput, JobState, LogStream, TaskState};
+use tessera_framework::model::{FailureKind, JobInput, JobState, LogStream, OutputKind, TaskState};
 use tessera_samples::fixtures::ECHO_COMMAND;
 
 use crate::harness::{
@@ -921,6 +921,80 @@ async fn run_program_runs_wasi_commands_from_the_application_image() {
             .message
             .contains("`/etc/passwd` is not a path inside /app"),
         "{failure:?}"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_carry_the_kind_of_their_folder_and_can_be_listed_by_kind() {
+    let mut svc = TestService::start(1).await;
+    svc.publish_hostile(&[]).await;
+    let job = svc
+        .run(plan_job(
+            json!([{"name": "k", "params": {"behaviour": "kinds"}}]),
+            true,
+        ))
+        .await;
+    assert_eq!(job.state, JobState::Completed, "{job:#?}");
+    let c = &svc.client;
+    let listed = |outputs: Vec<tessera_framework::model::Output>| {
+        let mut seen: Vec<(Option<String>, String, OutputKind)> = outputs
+            .into_iter()
+            .map(|o| (o.task, o.path, o.kind))
+            .collect();
+        seen.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        seen
+    };
+    let task = |path: &str, kind| (Some("k".to_string()), path.to_string(), kind);
+    let all = listed(c.outputs(&job.id).await.unwrap());
+    for expected in [
+        task("previews/thumb.txt", OutputKind::Preview),
+        task("intermediate/part.txt", OutputKind::Intermediate),
+        task("result.txt", OutputKind::Output),
+        // The merge copies task outputs under `all/`: outputs again.
+        (None, "all/k/previews/thumb.txt".into(), OutputKind::Output),
+    ] {
+        assert!(all.contains(&expected), "{expected:?} in {all:?}");
+    }
+    for (kind, text) in [
+        (OutputKind::Preview, "preview"),
+        (OutputKind::Intermediate, "intermediate"),
+    ] {
+        let only = c.outputs_of_kind(&job.id, kind).await.unwrap();
+        assert_eq!(only.len(), 1, "{kind}: {only:?}");
+        assert_eq!(only[0].kind, kind);
+        assert_eq!(
+            c.output_bytes(&job.id, &only[0]).await.unwrap(),
+            text.as_bytes()
+        );
+    }
+    let outputs = listed(
+        c.outputs_of_kind(&job.id, OutputKind::Output)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(outputs.len(), all.len() - 2);
+    assert!(
+        outputs
+            .iter()
+            .all(|(_, _, kind)| *kind == OutputKind::Output)
+    );
+
+    let response = reqwest::get(format!(
+        "{}/v1/jobs/{}/outputs?kind=thumbnail",
+        c.url(),
+        job.id
+    ))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("\"invalid_query\"")
+            && body.contains(
+                "kind: unknown variant `thumbnail`, expected one of `output`, `preview`, `intermediate`"
+            ),
+        "{body}"
     );
     svc.stop().await;
 }

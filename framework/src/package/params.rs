@@ -242,6 +242,22 @@ default = false
     }
 
     #[test]
+    fn floats_survive_the_trip_through_json_text_bit_for_bit() {
+        // Guests receive parameters as JSON text and results come back the same way;
+        // a last-digit error would make wasm and native answers differ by one ulp.
+        let mut x = 0.123_456_789_f64;
+        for _ in 0..10_000 {
+            x = (x * 3.987_654_321 + 0.000_123).fract() * 1.0e6;
+            let text =
+                serde_json::to_string(&json!({ "confidence": x / 1.0e6, "seed": 1 })).unwrap();
+            let parsed: Map<String, Value> = serde_json::from_str(&text).unwrap();
+            let resolved = resolve_parameters(&decls(), &parsed).expect("valid");
+            let back = resolved["confidence"].as_f64().unwrap();
+            assert_eq!(back.to_bits(), (x / 1.0e6).to_bits(), "{text}");
+        }
+    }
+
+    #[test]
     fn strings_are_coerced_to_the_declared_type() {
         let resolved = resolve(json!({"seed": "-7", "paths": "+1000", "confidence": "1e-1",
                                       "verbose": "true", "label": "42"}))

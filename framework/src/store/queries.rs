@@ -383,7 +383,7 @@ impl Store {
                     path: row.try_get("path")?,
                     sha256: required_digest(row, "digest")?,
                     size: row.try_get::<i64, _>("size")? as u64,
-                    kind: row.try_get("output_kind")?,
+                    kind: parse_column(row, "output_kind")?,
                 })
             })
             .collect()

@@ -7,7 +7,7 @@ use sqlx::{Any, Row, Transaction};
 use super::parse_column;
 use crate::digest::Digest;
 use crate::error::Error;
-use crate::model::{Failure, JobState, TaskKind, TaskState};
+use crate::model::{Failure, JobState, OutputKind, TaskKind, TaskState};
 use crate::protocol::{LogRef, NodeRegistration, OutputFile};
 
 /// A job's tasks (split and merge steps excluded) by state.
@@ -686,14 +686,17 @@ impl Tx {
         let sql = format!(
             "INSERT INTO outputs (job_id, seq, path, digest, size, kind) \
              SELECT $1, CAST(value ->> 0 AS BIGINT), value ->> 1, value ->> 2, \
-             CAST(value ->> 3 AS BIGINT), 'output' FROM {} \
+             CAST(value ->> 3 AS BIGINT), value ->> 4 FROM {} \
              WHERE true ON CONFLICT (job_id, seq, path) DO NOTHING",
             json_rows(2)
         );
         for chunk in outputs.chunks(JSON_CHUNK) {
             let rows: Vec<_> = chunk
                 .iter()
-                .map(|(seq, f)| (seq, &f.path, f.digest.to_hex(), f.size))
+                .map(|(seq, f)| {
+                    let kind = OutputKind::of_path(&f.path).as_str();
+                    (seq, &f.path, f.digest.to_hex(), f.size, kind)
+                })
                 .collect();
             sqlx::query(&sql)
                 .bind(job_id)

@@ -19,6 +19,7 @@
 //! | `copy-inputs` | copies each input `/inputs/<name>` to `/output/<name with / as __>` and lists `name size` lines in `/output/listing.txt`; fails if a size differs from the announced one |
 //! | `run-program` | runs task parameter `program` with `args` (array of strings) and writes `/output/stdout.bin`, `/output/stderr.bin`, `/output/status.txt` |
 //! | `log` | logs at each level, reports progress 0.5, prints "hello stdout" and "hello stderr", then like `ok` |
+//! | `kinds` | writes `/output/previews/thumb.txt`, `/output/intermediate/part.txt` and `/output/result.txt`, each holding its kind |
 //!
 //! Attempts to escape follow one convention: if any attempt succeeds the task
 //! fails with an error containing `ESCAPED` and the path; if all are refused
@@ -37,8 +38,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tessera_processor_sdk::{
-    Error, Job, Level, Processor, Task, TaskResult, input_path, log, output_path, progress,
-    run_program,
+    Error, Job, Level, Processor, Task, TaskResult, input_path, intermediate_path, log,
+    output_path, preview_path, progress, run_program,
 };
 
 struct Hostile;
@@ -87,6 +88,12 @@ impl Processor for Hostile {
                 fs::write(output_path("stdout.bin"), &output.stdout)?;
                 fs::write(output_path("stderr.bin"), &output.stderr)?;
                 fs::write(output_path("status.txt"), output.status.to_string())?;
+                Ok(())
+            }
+            "kinds" => {
+                fs::write(preview_path("thumb.txt")?, "preview")?;
+                fs::write(intermediate_path("part.txt")?, "intermediate")?;
+                fs::write(output_path("result.txt"), "output")?;
                 Ok(())
             }
             "log" => {
