@@ -24,7 +24,39 @@ const PROFILE: &str = "guest";
 /// `assembly.toml`, a `splitter/` crate `tessera-sample-<name>-splitter`, a
 /// `processor/` crate `tessera-sample-<name>-processor` and optionally an
 /// `image/` folder.
-const SAMPLES: &[&str] = &["montecarlo", "noop"];
+const SAMPLES: &[&str] = &[
+    "montecarlo",
+    "noop",
+    "kmer",
+    "render",
+    "imageproc",
+    "testshard",
+    "exec",
+];
+
+/// A WASI command program of a sample, built from a `[[bin]]` of a crate in
+/// the sample's folder and placed into the sample's application image.
+struct Program {
+    sample: &'static str,
+    package: &'static str,
+    artifact: &'static str,
+    image_path: &'static str,
+}
+
+const PROGRAMS: &[Program] = &[
+    Program {
+        sample: "testshard",
+        package: "tessera-sample-testshard-programs",
+        artifact: "checks.wasm",
+        image_path: "bin/checks.wasm",
+    },
+    Program {
+        sample: "exec",
+        package: "tessera-sample-exec-programs",
+        artifact: "textstat.wasm",
+        image_path: "bin/textstat.wasm",
+    },
+];
 
 /// A test fixture crate in `tests/guests/<dir>`, copied to
 /// `OUT_DIR/<dir>.wasm`.
@@ -154,6 +186,7 @@ fn build_guests(root: &Path, out_dir: &Path) -> PathBuf {
         packages.push(format!("tessera-sample-{sample}-processor"));
     }
     packages.extend(FIXTURES.iter().map(|f| f.package.to_string()));
+    packages.extend(PROGRAMS.iter().map(|p| p.package.to_string()));
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -243,9 +276,26 @@ fn package_sample(dir: &Path, name: &str, guests: &Path, out_dir: &Path) {
 
     let image_dir = dir.join("image");
     let zip_path = out_dir.join(format!("{name}-image.zip"));
-    let image_expr = if image_dir.is_dir() {
+    let programs: Vec<&Program> = PROGRAMS.iter().filter(|p| p.sample == name).collect();
+    let image_expr = if image_dir.is_dir() || !programs.is_empty() {
         let mut entries = Vec::new();
-        collect_files(&image_dir, "", &mut entries);
+        if image_dir.is_dir() {
+            collect_files(&image_dir, "", &mut entries);
+        }
+        for program in programs {
+            // Folder entries for the program's folders, as `collect_files`
+            // makes them.
+            for (end, _) in program.image_path.match_indices('/') {
+                let folder = &program.image_path[..=end];
+                if !entries.iter().any(|(name, _)| name == folder) {
+                    entries.push((folder.to_string(), Vec::new()));
+                }
+            }
+            entries.push((
+                program.image_path.to_string(),
+                read(&guests.join(program.artifact)),
+            ));
+        }
         write(&zip_path, &zip(entries));
         format!("Some(include_bytes!({:?}))", zip_path.display().to_string())
     } else {
@@ -257,11 +307,36 @@ fn package_sample(dir: &Path, name: &str, guests: &Path, out_dir: &Path) {
         &out_dir.join(format!("{name}-image.rs")),
         image_expr.as_bytes(),
     );
+
+    let mut demo_expr = Vec::new();
+    let demo_dir = dir.join("demo");
+    if demo_dir.is_dir() {
+        walk(&demo_dir, "", &mut |name, path| {
+            if let Some(file) = path {
+                let file = file.display().to_string();
+                demo_expr.push(format!("({name:?}, include_bytes!({file:?}) as &[u8])"));
+            }
+        });
+    }
+    write(
+        &out_dir.join(format!("{name}-demo.rs")),
+        format!("&[{}]", demo_expr.join(", ")).as_bytes(),
+    );
 }
 
 /// Collects the files under `dir` as (zip path, contents); folders get an
 /// entry named `<path>/` so that empty ones survive.
 fn collect_files(dir: &Path, prefix: &str, entries: &mut Vec<(String, Vec<u8>)>) {
+    walk(dir, prefix, &mut |name, path| match path {
+        Some(file) => entries.push((name, read(file))),
+        None => entries.push((name, Vec::new())),
+    });
+}
+
+/// Calls `visit` for everything under `dir` in name order, with its path
+/// relative to `dir` (after `prefix`): folders as `(name/, None)`, files as
+/// `(name, Some(path))`.
+fn walk(dir: &Path, prefix: &str, visit: &mut dyn FnMut(String, Option<&Path>)) {
     let mut children: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| entry.expect("directory entry").path())
@@ -274,10 +349,10 @@ fn collect_files(dir: &Path, prefix: &str, entries: &mut Vec<(String, Vec<u8>)>)
         );
         if child.is_dir() {
             let folder = format!("{name}/");
-            entries.push((folder.clone(), Vec::new()));
-            collect_files(&child, &folder, entries);
+            visit(folder.clone(), None);
+            walk(&child, &folder, visit);
         } else {
-            entries.push((name, read(&child)));
+            visit(name, Some(&child));
         }
     }
 }

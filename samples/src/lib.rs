@@ -11,6 +11,11 @@
 //! | --- | --- |
 //! | `montecarlo` | financial risk modelling: portfolio VaR and expected shortfall, the same answer whatever the task count |
 //! | `noop` | empty tasks, to measure the framework's per-task overhead |
+//! | `kmer` | gene sequence analysis: FASTA files cut on record boundaries, k-mers counted per chunk, summed into top-N and a full count table |
+//! | `testshard` | software testing: a suite's cases sharded by estimated duration (longest first), run as WASI programs, reported as JUnit XML |
+//! | `render` | image rendering and animation: a ray-traced orbit of a scene, one task per frame tile, stitched into PNG frames, an animated PNG and a contact sheet preview |
+//! | `imageproc` | image processing and media transcoding: PNG and JPEG inputs resized, filtered (grayscale, blur, edges) and converted per task, merged into `results.zip` and `summary.csv` |
+//! | `exec` | wrapping an existing application: a WASI command program from the application image (preview 1 module or component) run once per input file with an argument template; exit codes and outputs merged into `manifest.csv` and `summary.json` |
 //!
 //! [`fixtures`] holds the raw components the host's tests run to check the
 //! sandbox and the failure handling.
@@ -27,14 +32,18 @@ pub struct SampleApp {
     pub image: Option<&'static [u8]>,
     /// The JSON object of parameters `tessera demo` submits.
     pub demo_parameters: &'static str,
+    /// The input files `tessera demo` uploads, as (input name, contents):
+    /// the files of the sample's `demo/` folder.
+    pub demo_inputs: &'static [(&'static str, &'static [u8])],
 }
 
-static SAMPLES: [SampleApp; 2] = [
+static SAMPLES: [SampleApp; 7] = [
     SampleApp {
         name: "montecarlo",
         summary: "Portfolio value-at-risk and expected shortfall by Monte Carlo simulation",
         assembly: include_bytes!(concat!(env!("OUT_DIR"), "/montecarlo-assembly.zip")),
         image: include!(concat!(env!("OUT_DIR"), "/montecarlo-image.rs")),
+        demo_inputs: include!(concat!(env!("OUT_DIR"), "/montecarlo-demo.rs")),
         demo_parameters: r#"{"paths": 200000, "tasks": 8}"#,
     },
     SampleApp {
@@ -42,7 +51,48 @@ static SAMPLES: [SampleApp; 2] = [
         summary: "Empty tasks that measure the framework's per-task overhead",
         assembly: include_bytes!(concat!(env!("OUT_DIR"), "/noop-assembly.zip")),
         image: include!(concat!(env!("OUT_DIR"), "/noop-image.rs")),
+        demo_inputs: include!(concat!(env!("OUT_DIR"), "/noop-demo.rs")),
         demo_parameters: r#"{"tasks": 1000}"#,
+    },
+    SampleApp {
+        name: "kmer",
+        summary: "k-mer counts of FASTA files, split on record boundaries: top-N, full table and summary",
+        assembly: include_bytes!(concat!(env!("OUT_DIR"), "/kmer-assembly.zip")),
+        image: include!(concat!(env!("OUT_DIR"), "/kmer-image.rs")),
+        demo_inputs: include!(concat!(env!("OUT_DIR"), "/kmer-demo.rs")),
+        demo_parameters: r#"{"k": 21, "top": 20, "chunk_bytes": 65536}"#,
+    },
+    SampleApp {
+        name: "render",
+        summary: "A ray-traced animation rendered in tiles: PNG frames, an animated PNG and a contact sheet",
+        assembly: include_bytes!(concat!(env!("OUT_DIR"), "/render-assembly.zip")),
+        image: include!(concat!(env!("OUT_DIR"), "/render-image.rs")),
+        demo_inputs: include!(concat!(env!("OUT_DIR"), "/render-demo.rs")),
+        demo_parameters: r#"{"frames": 8, "width": 320, "height": 240, "tile_size": 128, "samples_per_pixel": 2}"#,
+    },
+    SampleApp {
+        name: "imageproc",
+        summary: "PNG and JPEG images resized, filtered and converted: a zip of results and a CSV summary",
+        assembly: include_bytes!(concat!(env!("OUT_DIR"), "/imageproc-assembly.zip")),
+        image: include!(concat!(env!("OUT_DIR"), "/imageproc-image.rs")),
+        demo_inputs: include!(concat!(env!("OUT_DIR"), "/imageproc-demo.rs")),
+        demo_parameters: r#"{"width": 128, "filter": "edges", "format": "png", "per_task": 2}"#,
+    },
+    SampleApp {
+        name: "testshard",
+        summary: "A test suite sharded by estimated duration, its WASI test programs run per shard, JUnit XML report",
+        assembly: include_bytes!(concat!(env!("OUT_DIR"), "/testshard-assembly.zip")),
+        image: include!(concat!(env!("OUT_DIR"), "/testshard-image.rs")),
+        demo_inputs: include!(concat!(env!("OUT_DIR"), "/testshard-demo.rs")),
+        demo_parameters: r#"{"shards": 4}"#,
+    },
+    SampleApp {
+        name: "exec",
+        summary: "An existing WASI program from the application image run once per input file, with an argument template",
+        assembly: include_bytes!(concat!(env!("OUT_DIR"), "/exec-assembly.zip")),
+        image: include!(concat!(env!("OUT_DIR"), "/exec-image.rs")),
+        demo_inputs: include!(concat!(env!("OUT_DIR"), "/exec-demo.rs")),
+        demo_parameters: r#"{"program": "bin/textstat.wasm", "args": "--upper {input} {output}", "stdout_to": "{name}.stat", "per_task": 2}"#,
     },
 ];
 

@@ -6,7 +6,13 @@
 mod harness;
 
 mod apps;
+mod demo;
+mod exec;
+mod imageproc;
 mod jobs;
+mod kmer;
 mod montecarlo;
+mod render;
 mod restart;
 mod sandbox;
+mod testshard;

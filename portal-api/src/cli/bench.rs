@@ -10,15 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
-use tessera_framework::jobs::SubmitJob;
+use tessera_framework::jobs::{InputRef, SubmitJob};
 use tessera_framework::model::{Job, JobState};
 use tessera_framework::protocol::TaskLimits;
 use tessera_framework::runtime::Sandbox;
-use tessera_sample_montecarlo_model::{
-    Histogram, RiskParameters, RiskSummary, Tail, partition, path_loss, risk_from_tail,
-};
 
-use super::ServiceArgs;
+use super::{ServiceArgs, workloads};
 use crate::client::Client;
 use crate::embedded::Embedded;
 
@@ -38,10 +35,14 @@ pub struct ThroughputArgs {
 /// Arguments of `tessera bench compute`.
 #[derive(Args, Debug)]
 pub struct ComputeArgs {
-    /// Monte Carlo paths.
+    /// The sample to measure (default: every sample, one line each).
+    #[arg(long)]
+    sample: Option<String>,
+    /// Monte Carlo paths (montecarlo only).
     #[arg(long, default_value_t = 8_000_000)]
     paths: u64,
-    /// Tasks the job is split into (default: four per slot).
+    /// Tasks a job is split into where the sample lets the job choose
+    /// (default: four per slot).
     #[arg(long)]
     tasks: Option<u64>,
     /// Keep the service's data here instead of in a temporary folder.
@@ -76,6 +77,7 @@ async fn run_sample(
     client: &Client,
     sample: &str,
     parameters: serde_json::Value,
+    inputs: Vec<InputRef>,
 ) -> anyhow::Result<(Job, f64)> {
     let sample = tessera_samples::get(sample).context("the sample is missing")?;
     client
@@ -92,6 +94,7 @@ async fn run_sample(
         .submit(&SubmitJob {
             app: sample.name.into(),
             parameters,
+            inputs,
             max_task_retries: Some(0),
             ..SubmitJob::default()
         })
@@ -123,8 +126,13 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
     );
     let client = Client::new(&embedded.url())?;
     let cpu_before = process_cpu_secs();
-    let (job, secs) =
-        run_sample(&client, "noop", serde_json::json!({ "tasks": args.tasks })).await?;
+    let (job, secs) = run_sample(
+        &client,
+        "noop",
+        serde_json::json!({ "tasks": args.tasks }),
+        Vec::new(),
+    )
+    .await?;
     let cpu_per_task = (process_cpu_secs() - cpu_before) / args.tasks as f64;
     ensure!(
         job.progress.succeeded == args.tasks,
@@ -178,8 +186,13 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-/// `tessera bench compute`.
+/// `tessera bench compute`: each sample's job on the embedded pool, then
+/// the same computation natively on as many threads as the pool has slots.
 pub(super) async fn compute(args: ComputeArgs) -> anyhow::Result<ExitCode> {
+    let samples: Vec<&str> = match &args.sample {
+        Some(name) => vec![name.as_str()],
+        None => workloads::SAMPLES.to_vec(),
+    };
     let (embedded, _temp) = start(args.data_dir.clone(), &args.service).await?;
     let slots = embedded.service.config().embedded_slots;
     ensure!(
@@ -187,79 +200,55 @@ pub(super) async fn compute(args: ComputeArgs) -> anyhow::Result<ExitCode> {
         "the benchmark needs an embedded pool: give --slots 1 or more"
     );
     let tasks = args.tasks.unwrap_or(slots as u64 * 4);
-    let params = RiskParameters {
-        paths: args.paths,
-        seed: 42,
-        confidence: 0.99,
-        horizon_days: 10,
-        tasks: tasks as u32,
-    };
     let client = Client::new(&embedded.url())?;
-    let (job, wasm_secs) = run_sample(&client, "montecarlo", serde_json::to_value(params)?).await?;
-    let result = client
-        .outputs(&job.id)
-        .await?
-        .into_iter()
-        .find(|o| o.task.is_none() && o.path == "result.json")
-        .context("the job wrote no result.json")?;
-    let summary: RiskSummary =
-        serde_json::from_slice(&client.output_bytes(&job.id, &result).await?)?;
-    embedded.stop().await?;
+    let mut all_identical = true;
+    for sample in samples {
+        let workload = workloads::workload(sample, tasks, args.paths)?;
+        let mut inputs = Vec::with_capacity(workload.inputs.len());
+        for (name, bytes) in workload.inputs {
+            let file = client.upload_bytes(bytes.into()).await?;
+            inputs.push(InputRef {
+                name,
+                sha256: file.sha256,
+            });
+        }
+        let (job, wasm_secs) = run_sample(&client, sample, workload.parameters, inputs).await?;
+        let outputs = client.outputs(&job.id).await?;
 
-    let native_start = Instant::now();
-    let (var, es) = tokio::task::spawn_blocking(move || native_risk(&params, slots)).await?;
-    let native_secs = native_start.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": "compute",
-            "sample": "montecarlo",
-            "paths": args.paths,
-            "tasks": tasks,
-            "slots": slots,
-            "wasm_secs": round(wasm_secs),
-            "native_secs": round(native_secs),
-            "ratio": round(wasm_secs / native_secs),
-            "identical": var.to_bits() == summary.var.to_bits()
-                && es.to_bits() == summary.expected_shortfall.to_bits(),
-        })
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The montecarlo computation natively on `threads` threads: each simulates
-/// a share of the paths keeping its tail and histogram, as the tasks do.
-fn native_risk(params: &RiskParameters, threads: usize) -> (f64, f64) {
-    let model = params.model();
-    let k = params.tail_len();
-    let partials: Vec<Vec<f64>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = partition(params.paths, threads as u64)
-            .into_iter()
-            .map(|range| {
-                let model = &model;
-                scope.spawn(move || {
-                    let mut tail = Tail::new(k);
-                    let mut histogram = Histogram::new(model);
-                    for path in range {
-                        let loss = path_loss(model, path);
-                        tail.push(loss);
-                        histogram.add(loss);
-                    }
-                    std::hint::black_box(histogram.total());
-                    tail.into_sorted_desc()
-                })
+        let native_start = Instant::now();
+        let checks = tokio::task::spawn_blocking(move || (workload.native)(slots)).await??;
+        let native_secs = native_start.elapsed().as_secs_f64();
+        let mut identical = true;
+        for (path, matches) in checks {
+            let output = outputs
+                .iter()
+                .find(|o| o.task.is_none() && o.path == path)
+                .with_context(|| format!("the {sample} job wrote no {path}"))?;
+            identical &= matches(&client.output_bytes(&job.id, output).await?);
+        }
+        all_identical &= identical;
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "compute",
+                "sample": sample,
+                "work": workload.size,
+                "tasks": job.progress.total,
+                "slots": slots,
+                "wasm_secs": round(wasm_secs),
+                "native_secs": round(native_secs),
+                "ratio": round(wasm_secs / native_secs),
+                "identical": identical,
             })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("a worker panicked"))
-            .collect()
-    });
-    let mut tail = Tail::new(k);
-    for partial in partials {
-        tail.extend(partial);
+        );
     }
-    risk_from_tail(&tail.into_sorted_desc(), k)
+    embedded.stop().await?;
+    Ok(if all_identical {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("a job's outputs differ from the native computation's");
+        ExitCode::FAILURE
+    })
 }
 
 /// CPU time (user and system) this process has used, in seconds.

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tessera_framework::jobs::SubmitJob;
+use bytes::Bytes;
+use tessera_framework::jobs::{InputRef, SubmitJob};
 use tessera_framework::model::JobState;
 
 use super::ServiceArgs;
@@ -68,16 +69,31 @@ async fn drive(
         .await?;
     let parameters: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(sample.demo_parameters).context("the sample's demo parameters")?;
+    let mut inputs = Vec::new();
+    for (name, bytes) in sample.demo_inputs {
+        let file = client.upload_bytes(Bytes::from_static(bytes)).await?;
+        inputs.push(InputRef {
+            name: (*name).to_string(),
+            sha256: file.sha256,
+        });
+    }
+    let names: Vec<&str> = sample.demo_inputs.iter().map(|(name, _)| *name).collect();
     println!(
-        "Submitting a job to {} version {} with {}",
+        "Submitting a job to {} version {} with {}{}",
         version.app,
         version.version,
-        serde_json::Value::Object(parameters.clone())
+        serde_json::Value::Object(parameters.clone()),
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" and inputs {}", names.join(", "))
+        }
     );
     let job = client
         .submit(&SubmitJob {
             app: version.app.clone(),
             parameters,
+            inputs,
             ..SubmitJob::default()
         })
         .await?;

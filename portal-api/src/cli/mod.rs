@@ -4,6 +4,7 @@ mod bench;
 mod commands;
 mod demo;
 mod display;
+mod workloads;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -215,7 +216,7 @@ enum JobCommand {
 enum BenchCommand {
     /// Trivial tasks through the whole service, against raw wasmtime on the same engine.
     Throughput(bench::ThroughputArgs),
-    /// The montecarlo job against the same computation natively.
+    /// Each sample's job against the same computation natively and multi-threaded.
     Compute(bench::ComputeArgs),
 }
 
