@@ -24,6 +24,24 @@ impl SplitPlan {
         }
     }
 
+    /// A plan that gives each task `per_task` consecutive `inputs` (the
+    /// last may get fewer), named `<prefix>-0000`, `<prefix>-0001`, …: the
+    /// usual split of "one run per file", in batches. `per_task` of 0 is
+    /// taken as 1.
+    pub fn input_batches<S: AsRef<str>>(prefix: &str, inputs: &[S], per_task: usize) -> Self {
+        inputs
+            .chunks(per_task.max(1))
+            .enumerate()
+            .fold(Self::new(), |plan, (i, batch)| {
+                let task = batch
+                    .iter()
+                    .fold(TaskSpec::new(format!("{prefix}-{i:04}")), |task, name| {
+                        task.input(name.as_ref())
+                    });
+                plan.task(task)
+            })
+    }
+
     /// Adds a task.
     pub fn task(mut self, task: TaskSpec) -> Self {
         self.push(task);
@@ -171,6 +189,28 @@ impl TaskSpec {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn input_batches_cut_the_inputs_in_order() {
+        let plan = super::SplitPlan::input_batches("run", &["a", "b", "c", "d", "e"], 2);
+        let tasks: Vec<(&str, Vec<&str>)> = plan
+            .tasks()
+            .iter()
+            .map(|t| (t.name(), t.inputs.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            tasks,
+            [
+                ("run-0000", vec!["a", "b"]),
+                ("run-0001", vec!["c", "d"]),
+                ("run-0002", vec!["e"])
+            ]
+        );
+        assert!(plan.merges());
+        let one_each = super::SplitPlan::input_batches("x", &["a", "b"], 0);
+        assert_eq!(one_each.len(), 2);
+        assert!(super::SplitPlan::input_batches::<&str>("x", &[], 3).is_empty());
+    }
+
     use super::*;
 
     #[derive(Serialize)]

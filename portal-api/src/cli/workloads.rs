@@ -6,7 +6,7 @@ use anyhow::{Context, anyhow};
 use serde_json::json;
 use tessera_sample_exec_model::{ExecParams, Invocation, Outcome, run_job};
 use tessera_sample_imageproc_model::{Filter, Format, ImageParams, generate_images, process_job};
-use tessera_sample_kmer_model::{KmerParams, count_native, generate_fasta};
+use tessera_sample_kmer_model::{KmerParams, count_native, generate_reads};
 use tessera_sample_montecarlo_model::{
     Histogram, RiskParameters, RiskSummary, Tail, partition, path_loss, risk_from_tail,
 };
@@ -14,11 +14,25 @@ use tessera_sample_render_model::{RenderParams, render_job_files};
 use tessera_sample_testshard_model::{Suite, Summary, TestCase, count_primes, run_native};
 
 /// A job's output compared with the native result: `true` when it matches.
-type Check = Box<dyn Fn(&[u8]) -> bool + Send>;
+pub(super) type Check = Box<dyn Fn(&[u8]) -> bool + Send>;
 
-/// The native computation: runs on the given number of threads and returns
-/// the checks of the job's outputs, by path.
-type Native = Box<dyn FnOnce(usize) -> anyhow::Result<Vec<(String, Check)>> + Send>;
+/// The native computation: runs on the given number of threads.
+type Native = Box<dyn FnOnce(usize) -> anyhow::Result<NativeRun> + Send>;
+
+/// What the native computation measured and found.
+pub(super) struct NativeRun {
+    /// Seconds the computation took (without preparing its inputs).
+    pub secs: f64,
+    /// Checks of the job's outputs, by path.
+    pub checks: Vec<(String, Check)>,
+}
+
+/// `f`'s result and the seconds it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let start = std::time::Instant::now();
+    let result = f();
+    (result, start.elapsed().as_secs_f64())
+}
 
 /// One sample's benchmark job.
 pub(super) struct Workload {
@@ -77,14 +91,15 @@ fn montecarlo(tasks: u64, paths: u64) -> Workload {
         inputs: Vec::new(),
         size: format!("{paths} paths"),
         native: Box::new(move |threads| {
-            let (var, es) = native_risk(&params, threads);
+            let ((var, es), secs) = timed(|| native_risk(&params, threads));
             let check: Check = Box::new(move |got| {
                 serde_json::from_slice::<RiskSummary>(got).is_ok_and(|s| {
                     s.var.to_bits() == var.to_bits()
                         && s.expected_shortfall.to_bits() == es.to_bits()
                 })
             });
-            Ok(vec![("result.json".to_string(), check)])
+            let checks = vec![("result.json".to_string(), check)];
+            Ok(NativeRun { secs, checks })
         }),
     }
 }
@@ -126,10 +141,10 @@ fn native_risk(params: &RiskParameters, threads: usize) -> (f64, f64) {
 
 fn render() -> Workload {
     let params = RenderParams {
-        frames: 24,
-        width: 320,
-        height: 240,
-        tile_size: 160,
+        frames: 48,
+        width: 480,
+        height: 360,
+        tile_size: 240,
         samples_per_pixel: 4,
         max_depth: 4,
     };
@@ -145,11 +160,13 @@ fn render() -> Workload {
             params.frames as usize * params.tiles().len()
         ),
         native: Box::new(move |threads| {
-            let files = render_job_files(&params, threads).context("encoding the frames")?;
-            Ok(files
+            let (files, secs) = timed(|| render_job_files(&params, threads));
+            let checks = files
+                .context("encoding the frames")?
                 .into_iter()
                 .map(|(path, bytes)| (path, bytes_equal(bytes)))
-                .collect())
+                .collect();
+            Ok(NativeRun { secs, checks })
         }),
     }
 }
@@ -159,12 +176,13 @@ fn kmer() -> Workload {
         k: 21,
         canonical: true,
         top: 50,
-        chunk_bytes: 256 * 1024,
+        chunk_bytes: 2 << 20,
     };
+    // Three runs of 8 MB of 150-base reads of one 1 Mb genome.
     let inputs: Vec<(String, Vec<u8>)> = (0..3u64)
         .map(|i| {
-            let fasta = generate_fasta(100 + i, 400, 2_500);
-            (format!("sample-{i}.fa"), fasta.into_bytes())
+            let fasta = generate_reads(100 + i, 1_000_000, 50_000, 150);
+            (format!("run-{i}.fa"), fasta.into_bytes())
         })
         .collect();
     let total: usize = inputs.iter().map(|(_, b)| b.len()).sum();
@@ -179,12 +197,16 @@ fn kmer() -> Workload {
         ),
         native: Box::new(move |threads| {
             let slices: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
-            let out = count_native(&slices, &params, threads).map_err(|e| anyhow!(e))?;
-            Ok(vec![
-                ("top.tsv".to_string(), bytes_equal(out.top_tsv)),
-                ("counts.tsv".to_string(), bytes_equal(out.counts_tsv)),
-                ("summary.json".to_string(), bytes_equal(out.summary_json)),
-            ])
+            let (out, secs) = timed(|| count_native(&slices, &params, threads));
+            let out = out.map_err(|e| anyhow!(e))?;
+            Ok(NativeRun {
+                secs,
+                checks: vec![
+                    ("top.tsv".to_string(), bytes_equal(out.top_tsv)),
+                    ("counts.tsv".to_string(), bytes_equal(out.counts_tsv)),
+                    ("summary.json".to_string(), bytes_equal(out.summary_json)),
+                ],
+            })
         }),
     }
 }
@@ -197,7 +219,7 @@ fn imageproc(tasks: u64) -> Workload {
         format: Format::Png,
         ..ImageParams::default()
     };
-    let inputs = generate_images(7, 64);
+    let inputs = generate_images(7, 192);
     let per_task = (inputs.len() as u64).div_ceil(tasks.max(1));
     let mut parameters = serde_json::to_value(params).expect("parameters serialize");
     parameters["per_task"] = json!(per_task);
@@ -211,11 +233,15 @@ fn imageproc(tasks: u64) -> Workload {
         ),
         inputs,
         native: Box::new(move |threads| {
-            let out = process_job(&images, &params, threads).map_err(|e| anyhow!(e))?;
-            Ok(vec![
-                ("results.zip".to_string(), bytes_equal(out.results_zip)),
-                ("summary.csv".to_string(), bytes_equal(out.summary_csv)),
-            ])
+            let (out, secs) = timed(|| process_job(&images, &params, threads));
+            let out = out.map_err(|e| anyhow!(e))?;
+            Ok(NativeRun {
+                secs,
+                checks: vec![
+                    ("results.zip".to_string(), bytes_equal(out.results_zip)),
+                    ("summary.csv".to_string(), bytes_equal(out.summary_csv)),
+                ],
+            })
         }),
     }
 }
@@ -227,7 +253,7 @@ fn testshard(tasks: u64) -> Workload {
     let expected = count_primes(PRIME_LIMIT);
     let suite = Suite {
         name: "bench".into(),
-        cases: (0..48u64)
+        cases: (0..96u64)
             .map(|i| TestCase {
                 name: format!("primes-{i:02}"),
                 program: "bin/checks.wasm".into(),
@@ -252,7 +278,8 @@ fn testshard(tasks: u64) -> Workload {
         inputs: vec![("bench.json".into(), text)],
         native: Box::new(move |threads| {
             let app = tempfile::tempdir()?;
-            let results = run_native(&suite, "bin/checks.wasm", app.path(), threads);
+            let (results, secs) =
+                timed(|| run_native(&suite, "bin/checks.wasm", app.path(), threads));
             let native = Summary::new(&suite, &results, tasks);
             let check: Check = Box::new(move |got| {
                 serde_json::from_slice::<Summary>(got).is_ok_and(|s| {
@@ -260,14 +287,15 @@ fn testshard(tasks: u64) -> Workload {
                         == (native.tests, native.passed, native.failed, &native.failures)
                 })
             });
-            Ok(vec![("summary.json".to_string(), check)])
+            let checks = vec![("summary.json".to_string(), check)];
+            Ok(NativeRun { secs, checks })
         }),
     }
 }
 
 fn exec(tasks: u64) -> Workload {
     let inputs: Vec<(String, Vec<u8>)> = (0..32u64)
-        .map(|i| (format!("text-{i:02}.txt"), text(i, 2 << 20)))
+        .map(|i| (format!("text-{i:02}.txt"), text(i, 4 << 20)))
         .collect();
     let params = ExecParams {
         program: "bin/textstat.wasm".into(),
@@ -286,26 +314,42 @@ fn exec(tasks: u64) -> Workload {
         size: format!("textstat --upper on {} files, {total} bytes", inputs.len()),
         inputs,
         native: Box::new(move |threads| {
+            // The program's work as it is natively: read the input file,
+            // write the output file.
             let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+            let dir = tempfile::tempdir()?;
+            let (inputs, outputs) = (dir.path().join("inputs"), dir.path().join("output"));
+            std::fs::create_dir_all(&outputs)?;
+            for (name, bytes) in &files {
+                let path = inputs.join(name);
+                std::fs::create_dir_all(path.parent().expect("a folder"))?;
+                std::fs::write(path, bytes)?;
+            }
             let run = |invocation: &Invocation| -> Result<Outcome, String> {
-                let (_, bytes) = files
-                    .iter()
-                    .find(|(n, _)| *n == invocation.name)
-                    .ok_or("no such input")?;
-                let text = String::from_utf8(bytes.clone()).map_err(|e| e.to_string())?;
+                let io = |e: std::io::Error| e.to_string();
+                let bytes = std::fs::read(inputs.join(&invocation.name)).map_err(io)?;
+                let text = String::from_utf8(bytes).map_err(|e| e.to_string())?;
                 let input = format!("/inputs/{}", invocation.name);
+                let stdout = tessera_sample_exec_programs::stat_line(&text, &input);
+                let output = outputs.join(&invocation.output);
+                std::fs::write(&output, tessera_sample_exec_programs::transform(text, true))
+                    .map_err(io)?;
                 Ok(Outcome {
                     status: 0,
-                    stdout: tessera_sample_exec_programs::stat_line(&text, &input).into_bytes(),
+                    stdout: stdout.into_bytes(),
                     stderr: Vec::new(),
-                    output: Some(tessera_sample_exec_programs::transform(text, true).into_bytes()),
+                    output: Some(std::fs::read(&output).map_err(io)?),
                 })
             };
-            let out = run_job(&params, &names, threads, run).map_err(|e| anyhow!(e))?;
-            Ok(vec![
-                ("manifest.csv".to_string(), bytes_equal(out.manifest_csv)),
-                ("summary.json".to_string(), bytes_equal(out.summary_json)),
-            ])
+            let (out, secs) = timed(|| run_job(&params, &names, threads, run));
+            let out = out.map_err(|e| anyhow!(e))?;
+            Ok(NativeRun {
+                secs,
+                checks: vec![
+                    ("manifest.csv".to_string(), bytes_equal(out.manifest_csv)),
+                    ("summary.json".to_string(), bytes_equal(out.summary_json)),
+                ],
+            })
         }),
     }
 }

@@ -4,7 +4,7 @@
 //! on.
 
 use tessera_sample_exec_model::{ExecParams, plan};
-use tessera_splitter_sdk::{Error, Job, SplitPlan, Splitter, TaskSpec, export_splitter};
+use tessera_splitter_sdk::{Error, Job, SplitPlan, Splitter, export_splitter};
 
 struct FileBatches;
 
@@ -22,15 +22,8 @@ impl Splitter for FileBatches {
                 "the job has no input files: the program runs once per input file",
             ));
         }
-        let mut split = SplitPlan::new();
-        for (i, batch) in runs.chunks(per_task).enumerate() {
-            let mut task = TaskSpec::new(format!("run-{i:04}"));
-            for run in batch {
-                task = task.input(run.name.as_str());
-            }
-            split.push(task);
-        }
-        Ok(split)
+        let names: Vec<&str> = runs.iter().map(|run| run.name.as_str()).collect();
+        Ok(SplitPlan::input_batches("run", &names, per_task))
     }
 }
 

@@ -4,7 +4,7 @@
 //! on.
 
 use tessera_sample_imageproc_model::{ImageParams, output_names};
-use tessera_splitter_sdk::{Error, Job, SplitPlan, Splitter, TaskSpec, export_splitter};
+use tessera_splitter_sdk::{Error, Job, SplitPlan, Splitter, export_splitter};
 
 struct ImageBatches;
 
@@ -27,15 +27,7 @@ impl Splitter for ImageBatches {
             return Err(Error::new(format!("input `{}` is empty", empty.name)));
         }
         output_names(&names, params.format)?;
-        let mut plan = SplitPlan::new();
-        for (i, batch) in names.chunks(per_task).enumerate() {
-            let mut task = TaskSpec::new(format!("images-{i:04}"));
-            for name in batch {
-                task = task.input(*name);
-            }
-            plan.push(task);
-        }
-        Ok(plan)
+        Ok(SplitPlan::input_batches("images", &names, per_task))
     }
 }
 

@@ -87,9 +87,97 @@ pub fn generate_fasta(seed: u64, records: usize, mean_len: usize) -> String {
     String::from_utf8(out).expect("the generator writes ASCII")
 }
 
+/// Sequencing reads of one genome: a random genome of `genome_len` bases
+/// (seeded by `seed`), then `reads` records of `read_len` bases, each taken
+/// from a random position of the genome, half of them as the reverse
+/// complement (the other strand), in lines of 80. Like real sequencing data,
+/// every k-mer occurs many times when `reads × read_len` exceeds the genome.
+pub fn generate_reads(seed: u64, genome_len: usize, reads: usize, read_len: usize) -> String {
+    let mut rng = XorShift::new(seed);
+    let genome: Vec<u8> = (0..genome_len)
+        .map(|_| b"ACGT"[rng.below(4) as usize])
+        .collect();
+    let read_len = read_len.min(genome_len);
+    let mut out = Vec::with_capacity(reads * (read_len + read_len / 80 + 24));
+    let mut read = Vec::with_capacity(read_len);
+    for r in 0..reads {
+        let start = rng.below((genome_len - read_len + 1) as u64) as usize;
+        read.clear();
+        read.extend_from_slice(&genome[start..start + read_len]);
+        if rng.below(2) == 1 {
+            read.reverse();
+            for base in &mut read {
+                *base = match *base {
+                    b'A' => b'T',
+                    b'C' => b'G',
+                    b'G' => b'C',
+                    _ => b'A',
+                };
+            }
+        }
+        out.extend_from_slice(format!(">read{r} pos={start}\n").as_bytes());
+        for line in read.chunks(80) {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+    }
+    String::from_utf8(out).expect("the generator writes ASCII")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_are_pieces_of_one_genome_on_either_strand() {
+        let text = generate_reads(5, 2_000, 300, 150);
+        assert_eq!(text, generate_reads(5, 2_000, 300, 150));
+        let records: Vec<(&str, String)> = text
+            .split('>')
+            .skip(1)
+            .map(|record| {
+                let (header, seq) = record.split_once('\n').unwrap();
+                (header, seq.replace('\n', ""))
+            })
+            .collect();
+        assert_eq!(records.len(), 300);
+        assert!(records.iter().all(|(_, seq)| seq.len() == 150));
+        // Two reads from the same position are the same bases or each
+        // other's reverse complement.
+        let complement = |seq: &str| -> String {
+            seq.bytes()
+                .rev()
+                .map(|b| match b {
+                    b'A' => 'T',
+                    b'C' => 'G',
+                    b'G' => 'C',
+                    _ => 'A',
+                })
+                .collect()
+        };
+        for (h1, s1) in &records {
+            for (h2, s2) in &records {
+                let pos = |h: &str| h.split("pos=").nth(1).unwrap().to_string();
+                if h1 != h2 && pos(h1) == pos(h2) {
+                    assert!(s1 == s2 || *s1 == complement(s2), "{h1} {h2}");
+                }
+            }
+        }
+        assert!(text.lines().all(|l| l.len() <= 80));
+
+        // Reads as long as the genome: the genome itself or its other strand,
+        // both of which occur.
+        let whole = generate_reads(6, 500, 40, 500);
+        let mut seqs: Vec<String> = whole
+            .split('>')
+            .skip(1)
+            .map(|record| record.split_once('\n').unwrap().1.replace('\n', ""))
+            .collect();
+        seqs.sort();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 2);
+        assert_eq!(seqs[0], complement(&seqs[1]));
+    }
 
     /// `image/demo.fa`, the file a job without inputs counts, is
     /// `generate_fasta(2024, 200, 1000)`; `KMER_WRITE_DEMO=1` rewrites it.

@@ -32,7 +32,7 @@ pub use count::{
     ChunkCounts, ChunkStats, count_chunk, decode_kmer, encode_kmer, reverse_complement,
 };
 pub use fasta::plan_chunks;
-pub use generate::generate_fasta;
+pub use generate::{generate_fasta, generate_reads};
 pub use job::{KmerOutput, KmerSummary, count_native, render_top, summary_json};
 pub use params::KmerParams;
 pub use runs::{

@@ -260,7 +260,12 @@ pub fn run_native(suite: &Suite, checks: &str, app_dir: &Path, threads: usize) -
 mod tests {
     #[test]
     fn primes_are_counted_like_trial_division_does() {
-        let is_prime = |n: u32| n >= 2 && (2..n).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d));
+        let is_prime = |n: u32| {
+            n >= 2
+                && (2..n)
+                    .take_while(|d| d * d <= n)
+                    .all(|d| !n.is_multiple_of(d))
+        };
         for limit in [0u32, 1, 2, 3, 4, 10, 11, 100, 1000, 7919, 7920] {
             let expected = (0..limit).filter(|&n| is_prime(n)).count() as u64;
             assert_eq!(super::count_primes(limit), expected, "{limit}");
