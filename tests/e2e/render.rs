@@ -5,8 +5,9 @@ use serde_json::json;
 use tessera_framework::jobs::SubmitJob;
 use tessera_framework::model::{JobState, LogStream, OutputKind, TaskState};
 use tessera_sample_render_model::{
-    ANIMATION_FILE, CONTACT_SHEET_FILE, Image, RenderParams, TILE_FILE, contact_sheet, decode_png,
-    frame_file_name, render_frame, render_job, thumbnail,
+    ANIMATION_FILE, CONTACT_SHEET_FILE, Image, RenderParams, TILE_FILE, TILE_PREVIEW_FILE,
+    contact_sheet, decode_png, frame_file_name, render_frame, render_job, render_tile, thumbnail,
+    tile_task_name,
 };
 
 use crate::harness::{TestService, assert_api_error, params};
@@ -60,12 +61,19 @@ async fn render_matches_a_native_render_whatever_the_tile_size() {
         expected.push(CONTACT_SHEET_FILE.into());
         expected.sort_unstable();
         assert_eq!(job_outputs, expected);
-        let tile_outputs: Vec<_> = outputs
+        let mut tile_outputs: Vec<_> = outputs
             .iter()
             .filter(|o| o.task.is_some())
             .map(|o| o.path.as_str())
             .collect();
-        assert_eq!(tile_outputs, vec![TILE_FILE; tasks], "one tile per task");
+        tile_outputs.sort_unstable();
+        tile_outputs.dedup();
+        assert_eq!(tile_outputs, [TILE_FILE, TILE_PREVIEW_FILE]);
+        assert_eq!(
+            outputs.iter().filter(|o| o.task.is_some()).count(),
+            2 * tasks,
+            "a tile and its preview per task"
+        );
 
         let job_output = |path: &str| {
             outputs
@@ -110,11 +118,29 @@ async fn render_matches_a_native_render_whatever_the_tile_size() {
             .outputs_of_kind(&job.id, OutputKind::Preview)
             .await
             .unwrap();
-        assert_eq!(
-            previews,
-            std::slice::from_ref(contact),
-            "the contact sheet is the one preview"
-        );
+        // The job's one preview is the contact sheet; each task's is the
+        // thumbnail of its tile, as rendered natively.
+        let job_previews: Vec<_> = previews.iter().filter(|o| o.task.is_none()).collect();
+        assert_eq!(job_previews, [contact]);
+        assert_eq!(previews.len(), tasks + 1);
+        for (t, rect) in p.tiles().into_iter().enumerate().take(3) {
+            let task = tile_task_name(1, t);
+            let preview = previews
+                .iter()
+                .find(|o| o.task.as_deref() == Some(task.as_str()))
+                .unwrap_or_else(|| panic!("no preview of {task}"));
+            assert_eq!(preview.path, TILE_PREVIEW_FILE);
+            let tile = Image {
+                width: rect.w,
+                height: rect.h,
+                pixels: render_tile(&p, 1, rect),
+            };
+            let png = svc.client.output_bytes(&job.id, preview).await.unwrap();
+            assert!(
+                decode_png(&png).unwrap() == [thumbnail(&tile)],
+                "preview of {task}"
+            );
+        }
         let decoded = decode_png(&download(CONTACT_SHEET_FILE).await).unwrap();
         assert!(decoded == [sheet.clone()], "contact sheet differs");
 

@@ -13,6 +13,9 @@ pub const ANIMATION_FILE: &str = "animation.png";
 pub const CONTACT_SHEET_FILE: &str = "previews/contact-sheet.png";
 /// A tile task's output: the tile's raw RGB8 rows (an intermediate).
 pub const TILE_FILE: &str = "intermediate/tile.rgb";
+/// A tile task's preview: the tile's [`thumbnail`](crate::thumbnail) as a
+/// PNG, for a portal to show while the job runs.
+pub const TILE_PREVIEW_FILE: &str = "previews/tile.png";
 
 /// Renders `rect` of frame `frame`: `rect.w × rect.h × 3` bytes, RGB8 rows.
 /// A pixel's value does not depend on the tile it is rendered in.

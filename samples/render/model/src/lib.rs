@@ -35,8 +35,8 @@ pub use image::{
     thumbnail, thumbnail_factor,
 };
 pub use job::{
-    ANIMATION_FILE, CONTACT_SHEET_FILE, TILE_FILE, job_files, render_frame, render_job,
-    render_job_files, render_tile,
+    ANIMATION_FILE, CONTACT_SHEET_FILE, TILE_FILE, TILE_PREVIEW_FILE, job_files, render_frame,
+    render_job, render_job_files, render_tile,
 };
 pub use params::{
     MAX_DEPTH, MAX_FRAMES, MAX_SAMPLES, MAX_SIDE, MAX_TASKS, MIN_SIDE, MIN_TILE, ParamError, Rect,

@@ -1,7 +1,7 @@
 //! The processor of the `render` sample.
 //!
 //! `process` ray traces one tile of one frame and writes its raw RGB8 rows
-//! to `intermediate/tile.rgb`. `merge` stitches every frame's tiles and
+//! to `intermediate/tile.rgb` and its thumbnail to `previews/tile.png`. `merge` stitches every frame's tiles and
 //! writes `frames/frame-NNNN.png`, the animated PNG `animation.png` and the
 //! contact sheet `previews/contact-sheet.png`.
 
@@ -14,7 +14,7 @@ use tessera_processor_sdk::{
 };
 use tessera_sample_render_model::{
     ANIMATION_FILE, CONTACT_SHEET_FILE, Image, JobAssembler, Rect, RenderParams, Scene, TILE_FILE,
-    frame_file_name, tile_task_name,
+    TILE_PREVIEW_FILE, encode_png, frame_file_name, thumbnail, tile_task_name,
 };
 
 struct Renderer;
@@ -38,6 +38,8 @@ impl Processor for Renderer {
             )));
         }
 
+        fs::create_dir_all(output_path("previews"))?;
+        fs::create_dir_all(output_path("intermediate"))?;
         let scene = Scene::new(&params, frame);
         let row_len = rect.w as usize * 3;
         let mut pixels = vec![0; rect.area() * 3];
@@ -47,9 +49,14 @@ impl Processor for Renderer {
                 progress((dy + 1) as f32 / rect.h as f32);
             }
         }
-        let path = output_path(TILE_FILE);
-        fs::create_dir_all(path.parent().expect("a folder"))?;
-        fs::write(path, pixels)?;
+        let tile = Image {
+            width: rect.w,
+            height: rect.h,
+            pixels,
+        };
+        let preview = encode_png(&thumbnail(&tile)).map_err(encoding)?;
+        fs::write(output_path(TILE_PREVIEW_FILE), preview)?;
+        fs::write(output_path(TILE_FILE), tile.pixels)?;
         Ok(())
     }
 
