@@ -15,6 +15,12 @@ pub enum ErrorClass {
     Conflict,
     /// The request is too large.
     TooLarge,
+    /// The request is not signed, or not signed right.
+    Unauthorized,
+    /// The caller may not do this.
+    Forbidden,
+    /// The caller's account is over one of its quotas.
+    QuotaExceeded,
     /// Something failed inside the service.
     Internal,
 }
@@ -60,6 +66,16 @@ pub enum Error {
     /// Local file I/O failed.
     #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The request's signature was refused.
+    #[error(transparent)]
+    Unauthorized(#[from] crate::auth::AuthError),
+    /// The caller's role does not allow the request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request would take the account over a quota; the message says
+    /// which.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The service is shutting down.
     #[error("the service is shutting down")]
     ShuttingDown,
@@ -81,6 +97,9 @@ impl Error {
             Self::Storage(_) => "storage_error",
             Self::Database(_) | Self::Migrate(_) => "database_error",
             Self::Io(_) => "io_error",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::QuotaExceeded(_) => "quota_exceeded",
             Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal_error",
         }
@@ -93,6 +112,9 @@ impl Error {
             Self::Invalid(_) => ErrorClass::BadRequest,
             Self::Conflict(_) => ErrorClass::Conflict,
             Self::TooLarge(_) => ErrorClass::TooLarge,
+            Self::Unauthorized(_) => ErrorClass::Unauthorized,
+            Self::Forbidden(_) => ErrorClass::Forbidden,
+            Self::QuotaExceeded(_) => ErrorClass::QuotaExceeded,
             Self::Package(e) | Self::Image(e) if e.is_too_large() => ErrorClass::TooLarge,
             Self::Package(PackageError::Io(_)) | Self::Image(PackageError::Io(_)) => {
                 ErrorClass::Internal

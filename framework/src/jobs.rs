@@ -90,6 +90,7 @@ pub struct TaskPage {
 impl Service {
     /// Submits a job; it is durable when this returns.
     pub async fn submit(&self, account: &str, request: SubmitJob) -> Result<Job, Error> {
+        self.check_pending_jobs_quota(account).await?;
         let version = self
             .app_version(account, &request.app, request.version)
             .await?;

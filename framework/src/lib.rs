@@ -35,6 +35,8 @@
 //! - [`blobs`], [`digest`]: content-addressed files.
 //! - [`model`], [`error`]: what the API returns, and what can go wrong.
 
+pub mod accounts;
+pub mod auth;
 pub mod blobs;
 pub mod digest;
 pub mod error;

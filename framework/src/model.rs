@@ -11,9 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::package::ParamDecl;
 
-/// The account everything belongs to until accounts are introduced.
-pub const DEFAULT_ACCOUNT: &str = "default";
-
 /// The pool of the embedded service's in-process nodes.
 pub const LOCAL_POOL: &str = "local";
 

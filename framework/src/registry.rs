@@ -182,6 +182,9 @@ impl Service {
             .file_size(account, &upload.digest)
             .await?
             .is_some();
+        if !existed {
+            self.check_stored_bytes_quota(account, upload.size).await?;
+        }
         self.inner.blobs.put_spooled(upload).await?;
         let mut tx = self.inner.store.begin().await?;
         tx.record_file(account, &upload.digest, upload.size).await?;

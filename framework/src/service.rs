@@ -103,7 +103,7 @@ impl Service {
         } else {
             None
         };
-        Ok(Self {
+        let service = Self {
             inner: Arc::new(Inner {
                 store,
                 blobs,
@@ -113,7 +113,15 @@ impl Service {
                 node: Mutex::new(node),
                 expiry,
             }),
-        })
+        };
+        service.ensure_admin().await?;
+        Ok(service)
+    }
+
+    /// The file holding the admin account's credentials (written on the
+    /// first start, mode 0600).
+    pub fn admin_credentials_path(&self) -> PathBuf {
+        crate::accounts::admin_credentials_path(&self.inner.config.data_dir)
     }
 
     /// The content-addressed file store (for streaming uploads and downloads).

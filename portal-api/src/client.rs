@@ -8,6 +8,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
+use tessera_framework::accounts::{AccountInfo, AccountKeys, KeyName, NewAccount, Quotas};
+use tessera_framework::auth;
 use tessera_framework::digest::Digest;
 use tessera_framework::jobs::{JobPage, SubmitJob, TaskPage};
 use tessera_framework::model::{
@@ -52,6 +54,9 @@ pub enum ClientError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The account key is not usable.
+    #[error("the account key is not usable: {0} (set TESSERA_KEY to one of the account's keys)")]
+    BadKey(String),
     /// The URL is not usable.
     #[error("`{0}` is not a valid service URL (expected something like http://127.0.0.1:7878)")]
     BadUrl(String),
@@ -74,17 +79,34 @@ impl ClientError {
         }
     }
 
-    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let context = context.into();
         move |source| Self::Io { context, source }
     }
 }
 
-/// A client of one Tessera service.
+/// A client of one Tessera service. With [credentials](Self::with_credentials)
+/// it signs every request (see [`tessera_framework::auth`]).
 #[derive(Clone, Debug)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    credentials: Option<Credentials>,
+}
+
+/// An account and its key, decoded.
+#[derive(Clone)]
+struct Credentials {
+    account: String,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -97,7 +119,84 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Self { base, http })
+        Ok(Self {
+            base,
+            http,
+            credentials: None,
+        })
+    }
+
+    /// The same client, signing its requests as `account` with `key` (one
+    /// of the account's two keys, base64).
+    pub fn with_credentials(mut self, account: &str, key: &str) -> Result<Self, ClientError> {
+        let key = auth::decode_key(key).map_err(|e| ClientError::BadKey(e.to_string()))?;
+        self.credentials = Some(Credentials {
+            account: account.to_owned(),
+            key,
+        });
+        Ok(self)
+    }
+
+    /// The account requests are signed for, if any.
+    pub fn account(&self) -> Option<&str> {
+        self.credentials.as_ref().map(|c| c.account.as_str())
+    }
+
+    /// Adds the date, body digest and signature headers to `request`.
+    /// A streamed body whose digest is not given by a
+    /// [`auth::CONTENT_SHA256_HEADER`] header is read into memory to hash it.
+    async fn sign(&self, request: &mut reqwest::Request) -> Result<(), ClientError> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(());
+        };
+        let headers = request.headers();
+        let content_sha256 = match headers.get(auth::CONTENT_SHA256_HEADER) {
+            Some(given) => given.to_str().unwrap_or_default().to_owned(),
+            None => {
+                let digest = match request.body_mut().take() {
+                    None => Digest::of(b""),
+                    Some(body) => {
+                        let bytes = match body.as_bytes() {
+                            Some(bytes) => Bytes::copy_from_slice(bytes),
+                            None => http_body_util::BodyExt::collect(body).await?.to_bytes(),
+                        };
+                        let digest = Digest::of(&bytes);
+                        *request.body_mut() = Some(bytes.into());
+                        digest
+                    }
+                };
+                digest.to_hex()
+            }
+        };
+        let date = auth::format_date(chrono::Utc::now());
+        let content_type = request
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let url = request.url();
+        let canonical = auth::canonical_string(
+            request.method().as_str(),
+            url.path(),
+            url.query(),
+            &content_type,
+            &content_sha256,
+            &date,
+        );
+        let signature = auth::sign(&credentials.key, &canonical);
+        let headers = request.headers_mut();
+        let value = |v: String| {
+            reqwest::header::HeaderValue::from_str(&v)
+                .map_err(|e| ClientError::BadKey(format!("cannot send a header: {e}")))
+        };
+        headers.insert(auth::DATE_HEADER, value(date)?);
+        headers.insert(auth::CONTENT_SHA256_HEADER, value(content_sha256)?);
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            value(auth::authorization(&credentials.account, &signature))?,
+        );
+        Ok(())
     }
 
     /// The service's address.
@@ -109,8 +208,18 @@ impl Client {
         self.http.request(method, format!("{}{path}", self.base))
     }
 
-    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response = request.send().await.map_err(|e| {
+    /// A request to `path` (under the service's URL), for what the typed
+    /// methods do not cover; send it with [`execute`](Self::execute).
+    pub fn raw(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path)
+    }
+
+    /// Signs and sends a request built with [`raw`](Self::raw); returns the
+    /// response whatever its status.
+    pub async fn execute(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let mut request = request.build()?;
+        self.sign(&mut request).await?;
+        self.http.execute(request).await.map_err(|e| {
             if e.is_connect() {
                 ClientError::Unreachable {
                     url: self.base.clone(),
@@ -119,7 +228,11 @@ impl Client {
             } else {
                 ClientError::Http(e)
             }
-        })?;
+        })
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = self.execute(request).await?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -246,6 +359,7 @@ impl Client {
         self.json(
             self.request(Method::PUT, &format!("/v1/files/{sha256}"))
                 .header(reqwest::header::CONTENT_LENGTH, size)
+                .header(auth::CONTENT_SHA256_HEADER, sha256.to_hex())
                 .body(body),
         )
         .await
@@ -259,6 +373,48 @@ impl Client {
                 .body(bytes),
         )
         .await
+    }
+
+    /// Creates an account (admins only); returns its keys.
+    pub async fn create_account(&self, request: &NewAccount) -> Result<AccountKeys, ClientError> {
+        self.json(self.request(Method::POST, "/v1/accounts").json(request))
+            .await
+    }
+
+    /// The accounts the caller sees (all of them for an admin).
+    pub async fn accounts(&self) -> Result<Vec<AccountInfo>, ClientError> {
+        self.json(self.request(Method::GET, "/v1/accounts")).await
+    }
+
+    /// An account's two keys.
+    pub async fn account_keys(&self, name: &str) -> Result<AccountKeys, ClientError> {
+        let path = format!("/v1/accounts/{}/keys", segment(name));
+        self.json(self.request(Method::GET, &path)).await
+    }
+
+    /// Replaces one of an account's keys; returns both.
+    pub async fn regenerate_key(
+        &self,
+        name: &str,
+        which: KeyName,
+    ) -> Result<AccountKeys, ClientError> {
+        let which = match which {
+            KeyName::Primary => "primary",
+            KeyName::Secondary => "secondary",
+        };
+        let path = format!("/v1/accounts/{}/keys/{which}/regenerate", segment(name));
+        self.json(self.request(Method::POST, &path)).await
+    }
+
+    /// Sets an account's quotas (admins only).
+    pub async fn set_quotas(
+        &self,
+        name: &str,
+        quotas: &Quotas,
+    ) -> Result<AccountInfo, ClientError> {
+        let path = format!("/v1/accounts/{}/quotas", segment(name));
+        self.json(self.request(Method::PUT, &path).json(quotas))
+            .await
     }
 
     /// Submits a job.

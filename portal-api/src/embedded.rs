@@ -4,7 +4,10 @@
 
 use std::net::SocketAddr;
 
+use tessera_framework::accounts::read_credentials;
 use tessera_framework::error::Error;
+
+use crate::client::{Client, ClientError};
 use tessera_framework::service::{Service, ServiceConfig};
 use tokio::sync::oneshot;
 
@@ -42,6 +45,15 @@ impl Embedded {
     /// The API's base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A client of this service signing as the admin account, with the
+    /// credentials the service wrote to its data folder.
+    pub fn admin_client(&self) -> Result<Client, ClientError> {
+        let path = self.service.admin_credentials_path();
+        let (account, key) = read_credentials(&path)
+            .map_err(ClientError::io(format!("reading {}", path.display())))?;
+        Client::new(&self.url())?.with_credentials(&account, &key)
     }
 
     /// Stops serving (finishing requests in flight), then stops the service.

@@ -11,18 +11,20 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
+use tessera_framework::accounts::{AccountInfo, AccountKeys, Caller, KeyName, NewAccount, Quotas};
+use tessera_framework::auth::{self, AuthError};
 use tessera_framework::blobs::Spooled;
 use tessera_framework::digest::Digest;
+use tessera_framework::digest::{BadDigest, HashingWriter};
 use tessera_framework::error::{Error, ErrorClass};
 use tessera_framework::jobs::SubmitJob;
-use tessera_framework::model::{
-    DEFAULT_ACCOUNT, FileRef, JobState, LogStream, Output, OutputKind, TaskState,
-};
+use tessera_framework::model::{FileRef, JobState, LogStream, Output, OutputKind, TaskState};
 use tessera_framework::service::Service;
 
 /// Largest JSON request body.
@@ -62,6 +64,9 @@ impl From<Error> for ApiError {
             ErrorClass::NotFound => StatusCode::NOT_FOUND,
             ErrorClass::Conflict => StatusCode::CONFLICT,
             ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorClass::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorClass::Forbidden => StatusCode::FORBIDDEN,
+            ErrorClass::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorClass::Internal => {
                 tracing::error!(error = %e, "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -145,14 +150,149 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     }
 }
 
-/// The account a request acts for.
+/// The account a request acts for: the one it was signed for.
 struct Account(String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Account {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(DEFAULT_ACCOUNT.to_owned()))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Signed(caller) = Signed::from_request_parts(parts, state).await?;
+        Ok(Self(caller.account))
+    }
+}
+
+/// The caller of a request, as [`authenticate`] verified it.
+struct Signed(Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .map(Self)
+            .ok_or_else(|| Error::from(AuthError::Missing).into())
+    }
+}
+
+/// Checks a request's SharedKey signature (see [`tessera_framework::auth`])
+/// and records its caller; the body is checked against its declared
+/// SHA-256 (small bodies before the handler runs, streamed ones as they
+/// are read, failing the request at the end if they differ).
+async fn authenticate(State(service): State<Service>, request: Request, next: Next) -> Response {
+    match verify_request(&service, request).await {
+        Ok(request) => next.run(request).await,
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn verify_request(service: &Service, request: Request) -> Result<Request, Error> {
+    let headers = request.headers();
+    let text = |name: &'static str| -> Result<&str, AuthError> {
+        headers
+            .get(name)
+            .ok_or_else(|| AuthError::BadHeader(name, "it is missing".into()))?
+            .to_str()
+            .map_err(|_| AuthError::BadHeader(name, "it is not ASCII".into()))
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::Malformed)?;
+    let (account, signature) = auth::parse_authorization(authorization)?;
+    let date = text(auth::DATE_HEADER)?;
+    auth::check_date(date, chrono::Utc::now())?;
+    let content_sha256 = text(auth::CONTENT_SHA256_HEADER)?;
+    let expected: Digest = content_sha256
+        .parse()
+        .map_err(|e: BadDigest| AuthError::BadHeader(auth::CONTENT_SHA256_HEADER, e.to_string()))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let uri = request.uri();
+    let canonical = auth::canonical_string(
+        request.method().as_str(),
+        uri.path(),
+        uri.query(),
+        content_type,
+        content_sha256,
+        date,
+    );
+    let caller = service.authenticate(account, &canonical, signature).await?;
+    let small = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|len| len <= MAX_JSON_BODY);
+    let (mut parts, body) = request.into_parts();
+    parts.extensions.insert(caller);
+    let body = if small {
+        let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
+            .await
+            .map_err(|e| Error::Invalid(format!("reading the request body failed: {e}")))?;
+        if Digest::of(&bytes) != expected {
+            return Err(AuthError::BodyMismatch.into());
+        }
+        Body::from(bytes)
+    } else {
+        Body::from_stream(DigestChecked::new(body.into_data_stream(), expected))
+    };
+    Ok(Request::from_parts(parts, body))
+}
+
+/// A body stream that fails at its end if its content's SHA-256 is not the
+/// expected one.
+struct DigestChecked<S> {
+    inner: S,
+    hasher: Option<HashingWriter<std::io::Sink>>,
+    expected: Digest,
+}
+
+impl<S> DigestChecked<S> {
+    fn new(inner: S, expected: Digest) -> Self {
+        Self {
+            inner,
+            hasher: Some(HashingWriter::new(std::io::sink())),
+            expected,
+        }
+    }
+}
+
+impl<S> futures::Stream for DigestChecked<S>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin,
+{
+    type Item = Result<bytes::Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(hasher) = self.hasher.as_mut() {
+                    hasher.update(&chunk);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            Poll::Ready(None) => match self.hasher.take() {
+                Some(hasher) => {
+                    if hasher.finish().0 == self.expected {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Ready(Some(Err(std::io::Error::other(AuthError::BodyMismatch))))
+                    }
+                }
+                None => Poll::Ready(None),
+            },
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -162,8 +302,14 @@ pub fn router(service: Service) -> Router {
         .route("/v1/files/{sha256}", put(upload_file))
         .route("/v1/apps/{name}/versions", post(publish))
         .layer(DefaultBodyLimit::disable());
-    Router::new()
-        .route("/healthz", get(healthz))
+    let api = Router::new()
+        .route("/v1/accounts", post(create_account).get(list_accounts))
+        .route("/v1/accounts/{name}/keys", get(account_keys))
+        .route(
+            "/v1/accounts/{name}/keys/{which}/regenerate",
+            post(regenerate_key),
+        )
+        .route("/v1/accounts/{name}/quotas", put(set_quotas))
         .route("/v1/apps", get(list_apps))
         .route("/v1/apps/{name}", get(show_app))
         .route("/v1/apps/{name}/versions", get(list_versions))
@@ -185,6 +331,13 @@ pub fn router(service: Service) -> Router {
         .route("/v1/jobs/{id}/outputs/{*path}", get(job_output))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .merge(streaming)
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(api)
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -195,6 +348,47 @@ pub fn router(service: Service) -> Router {
             }
         })
         .with_state(service)
+}
+
+async fn create_account(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+    JsonBody(request): JsonBody<NewAccount>,
+) -> ApiResult<(StatusCode, Json<AccountKeys>)> {
+    let keys = service.create_account(&caller, request).await?;
+    Ok((StatusCode::CREATED, Json(keys)))
+}
+
+async fn list_accounts(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+) -> ApiResult<Json<Vec<AccountInfo>>> {
+    Ok(Json(service.list_accounts(&caller).await?))
+}
+
+async fn account_keys(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+    PathParams(name): PathParams<String>,
+) -> ApiResult<Json<AccountKeys>> {
+    Ok(Json(service.account_keys(&caller, &name).await?))
+}
+
+async fn regenerate_key(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+    PathParams((name, which)): PathParams<(String, KeyName)>,
+) -> ApiResult<Json<AccountKeys>> {
+    Ok(Json(service.regenerate_key(&caller, &name, which).await?))
+}
+
+async fn set_quotas(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+    PathParams(name): PathParams<String>,
+    JsonBody(quotas): JsonBody<Quotas>,
+) -> ApiResult<Json<AccountInfo>> {
+    Ok(Json(service.set_quotas(&caller, &name, quotas).await?))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes

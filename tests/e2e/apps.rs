@@ -361,9 +361,13 @@ async fn bad_names_and_bad_forms_are_refused() {
         "is not a valid application name: use 1 to 64 characters",
     );
 
-    let http = reqwest::Client::new();
-    let url = format!("{}/v1/apps/hostile/versions", svc.client.url());
-    let send = |form: reqwest::multipart::Form| http.post(&url).multipart(form).send();
+    let c = &svc.client;
+    let send = |form: reqwest::multipart::Form| {
+        c.execute(
+            c.raw(reqwest::Method::POST, "/v1/apps/hostile/versions")
+                .multipart(form),
+        )
+    };
     let error = |response: reqwest::Response| async move {
         let status = response.status().as_u16();
         let body: serde_json::Value = response.json().await.unwrap();
@@ -398,11 +402,12 @@ async fn bad_names_and_bad_forms_are_refused() {
         "{message}"
     );
 
-    let not_a_form = http
-        .post(&url)
-        .header("content-type", "application/zip")
-        .body(hostile_assembly())
-        .send()
+    let not_a_form = c
+        .execute(
+            c.raw(reqwest::Method::POST, "/v1/apps/hostile/versions")
+                .header("content-type", "application/zip")
+                .body(hostile_assembly()),
+        )
         .await
         .unwrap();
     let (status, code, _) = error(not_a_form).await;

@@ -32,7 +32,7 @@ impl TestService {
         let embedded = Embedded::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .unwrap();
-        let client = Client::new(&embedded.url()).unwrap();
+        let client = embedded.admin_client().unwrap();
         Self {
             client,
             embedded: Some(embedded),

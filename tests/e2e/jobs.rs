@@ -31,11 +31,12 @@ fn noise(len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_are_stored_by_content_and_checked_against_their_digest() {
     let mut svc = TestService::start(0).await;
-    let http = reqwest::Client::new();
     let put = |digest: String, body: Vec<u8>| {
-        http.put(format!("{}/v1/files/{digest}", svc.client.url()))
-            .body(body)
-            .send()
+        let c = &svc.client;
+        c.execute(
+            c.raw(reqwest::Method::PUT, &format!("/v1/files/{digest}"))
+                .body(body),
+        )
     };
     let alpha = b"alpha\n".to_vec();
     let beta = noise(300_000);
@@ -307,13 +308,12 @@ async fn submissions_are_checked_before_anything_is_stored() {
         assert_api_error(c.submit(&request).await, status, code, &message);
     }
 
-    let http = reqwest::Client::new();
-    let url = format!("{}/v1/jobs", c.url());
     let raw = |body: &'static str, content_type: &'static str| {
-        http.post(&url)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
+        c.execute(
+            c.raw(reqwest::Method::POST, "/v1/jobs")
+                .header("content-type", content_type)
+                .body(body),
+        )
     };
     for (body, content_type, status, code, message) in [
         (
@@ -447,7 +447,7 @@ async fn tasks_see_the_tessera_variables_and_their_own_and_nothing_else() {
         lines,
         [
             "MY_VAR=42".to_owned(),
-            "TESSERA_ACCOUNT=default".to_owned(),
+            "TESSERA_ACCOUNT=admin".to_owned(),
             "TESSERA_APP=hostile".to_owned(),
             "TESSERA_APP_VERSION=1".to_owned(),
             format!("TESSERA_JOB_ID={}", job.id),
@@ -817,7 +817,8 @@ async fn jobs_and_tasks_are_listed_in_pages() {
         "invalid_request",
         "`after` must be a value from `next`, not `t3`",
     );
-    let response = reqwest::get(format!("{}/v1/jobs?state=sleeping", c.url()))
+    let response = c
+        .execute(c.raw(reqwest::Method::GET, "/v1/jobs?state=sleeping"))
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 400);
@@ -980,13 +981,13 @@ async fn outputs_carry_the_kind_of_their_folder_and_can_be_listed_by_kind() {
             .all(|(_, _, kind)| *kind == OutputKind::Output)
     );
 
-    let response = reqwest::get(format!(
-        "{}/v1/jobs/{}/outputs?kind=thumbnail",
-        c.url(),
-        job.id
-    ))
-    .await
-    .unwrap();
+    let response = c
+        .execute(c.raw(
+            reqwest::Method::GET,
+            &format!("/v1/jobs/{}/outputs?kind=thumbnail", job.id),
+        ))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     let body = response.text().await.unwrap();
     assert!(

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod accounts;
 mod apps;
 mod demo;
 mod exec;

@@ -64,7 +64,14 @@ impl Server {
                     std::fs::read_to_string(&log_path).unwrap_or_default()
                 )
             });
-        let client = Client::new(url).unwrap();
+        let (account, key) = tessera_framework::accounts::read_credentials(
+            &tessera_framework::accounts::admin_credentials_path(&dir.join("data")),
+        )
+        .unwrap();
+        let client = Client::new(url)
+            .unwrap()
+            .with_credentials(&account, &key)
+            .unwrap();
         client.health().await.unwrap();
         Self { child, client }
     }

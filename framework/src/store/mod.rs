@@ -13,6 +13,7 @@
 //! task results and the job transitions they cause) commits atomically and is
 //! durable before anyone is told "ok".
 
+mod accounts;
 mod queries;
 mod tx;
 

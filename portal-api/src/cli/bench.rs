@@ -130,7 +130,7 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
         slots > 0,
         "the benchmark needs an embedded pool: give --slots 1 or more"
     );
-    let client = Client::new(&embedded.url())?;
+    let client = embedded.admin_client()?;
     let cpu_before = process_cpu_secs();
     publish_sample(&client, "noop").await?;
     let (job, secs) = run_sample(
@@ -207,7 +207,7 @@ pub(super) async fn compute(args: ComputeArgs) -> anyhow::Result<ExitCode> {
         "the benchmark needs an embedded pool: give --slots 1 or more"
     );
     let tasks = args.tasks.unwrap_or(slots as u64 * 4);
-    let client = Client::new(&embedded.url())?;
+    let client = embedded.admin_client()?;
     let mut all_identical = true;
     for sample in samples {
         let workload = workloads::workload(sample, tasks, args.paths)?;

@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use tessera_framework::accounts::{AccountKeys, KeyName, NewAccount, Quotas};
 use tessera_framework::jobs::{InputRef, SubmitJob};
 use tessera_framework::model::{Job, JobState, LogStream, TaskState};
 use tessera_framework::service::ServiceConfig;
 
 use super::display;
-use super::{AppCommand, Connection, JobCommand, ServiceArgs};
+use super::{AccountCommand, AppCommand, Connection, JobCommand, ServiceArgs};
 use crate::client::Client;
 use crate::embedded::Embedded;
 
@@ -33,7 +34,14 @@ impl ServiceArgs {
 
 impl Connection {
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.url)?)
+        let client = Client::new(&self.url)?;
+        Ok(match (&self.account, &self.key) {
+            (Some(account), Some(key)) => client.with_credentials(account, key)?,
+            (None, None) => client,
+            _ => anyhow::bail!(
+                "give both an account and its key (--account and --key, or TESSERA_ACCOUNT and TESSERA_KEY)"
+            ),
+        })
     }
 }
 
@@ -50,6 +58,10 @@ pub(super) async fn serve(
         "Tessera is serving on {} (data in {}, {slots} task slots). Stop with Ctrl-C.",
         embedded.url(),
         data_dir.display()
+    );
+    println!(
+        "The admin account's credentials are in {} (TESSERA_ACCOUNT and TESSERA_KEY).",
+        embedded.service.admin_credentials_path().display()
     );
     shutdown_signal().await;
     eprintln!("Stopping: finishing requests, committing finished tasks, releasing the rest...");
@@ -80,6 +92,63 @@ async fn shutdown_signal() {
 }
 
 /// `tessera app …`.
+pub(super) async fn account(command: AccountCommand) -> anyhow::Result<ExitCode> {
+    let show_keys = |keys: &AccountKeys, json: bool| -> anyhow::Result<()> {
+        if json {
+            display::json(keys)?;
+        } else {
+            println!("account:   {}", keys.account);
+            println!("primary:   {}", keys.primary);
+            println!("secondary: {}", keys.secondary);
+        }
+        Ok(())
+    };
+    match command {
+        AccountCommand::Create {
+            name,
+            max_stored_bytes,
+            max_pending_jobs,
+            connection,
+        } => {
+            let request = NewAccount {
+                name,
+                quotas: Quotas {
+                    max_stored_bytes,
+                    max_pending_jobs,
+                },
+            };
+            let keys = connection.client()?.create_account(&request).await?;
+            show_keys(&keys, connection.json)?;
+        }
+        AccountCommand::List { connection } => {
+            let accounts = connection.client()?.accounts().await?;
+            if connection.json {
+                display::json(&accounts)?;
+            } else {
+                display::accounts(&accounts);
+            }
+        }
+        AccountCommand::Keys { name, connection } => {
+            let keys = connection.client()?.account_keys(&name).await?;
+            show_keys(&keys, connection.json)?;
+        }
+        AccountCommand::Regenerate {
+            name,
+            key,
+            connection,
+        } => {
+            let which = if key == "primary" {
+                KeyName::Primary
+            } else {
+                KeyName::Secondary
+            };
+            let keys = connection.client()?.regenerate_key(&name, which).await?;
+            show_keys(&keys, connection.json)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
     match command {
         AppCommand::Publish {

@@ -44,17 +44,20 @@ pub(super) async fn run(
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
     )
     .await?;
-    let result = drive(&embedded.url(), sample, &data_dir).await;
+    let result = match embedded.admin_client() {
+        Ok(client) => drive(&client, sample, &data_dir).await,
+        Err(e) => Err(e.into()),
+    };
     embedded.stop().await?;
     result
 }
 
 async fn drive(
-    url: &str,
+    client: &Client,
     sample: &tessera_samples::SampleApp,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
-    let client = Client::new(url)?;
+    let url = client.url();
     println!("Portal API on {url}");
     println!(
         "Publishing the `{}` sample: {}",
@@ -97,7 +100,7 @@ async fn drive(
             ..SubmitJob::default()
         })
         .await?;
-    let job = watch(&client, &job.id).await?;
+    let job = watch(client, &job.id).await?;
     display::job(&job);
     if job.state != JobState::Completed {
         println!(

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tessera_framework::accounts::AccountInfo;
 use tessera_framework::model::{AppSummary, AppVersion, Job, Task};
 
 /// Prints a value as pretty JSON.
@@ -25,6 +26,24 @@ pub(super) fn duration(secs: f64) -> String {
         } else {
             format!("{}h {:02}m", s / 3600, (s % 3600) / 60)
         }
+    }
+}
+
+pub(super) fn accounts(accounts: &[AccountInfo]) {
+    let limit = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    println!(
+        "{:<32} {:<6} {:>16} {:>12}  CREATED",
+        "ACCOUNT", "ROLE", "MAX STORED BYTES", "MAX PENDING"
+    );
+    for a in accounts {
+        println!(
+            "{:<32} {:<6} {:>16} {:>12}  {}",
+            a.name,
+            if a.admin { "admin" } else { "user" },
+            limit(a.quotas.max_stored_bytes),
+            limit(a.quotas.max_pending_jobs),
+            when(&a.created_at)
+        );
     }
 }
 

@@ -35,6 +35,12 @@ pub struct Connection {
         global = true
     )]
     url: String,
+    /// The account requests are signed for.
+    #[arg(long, env = "TESSERA_ACCOUNT", global = true)]
+    account: Option<String>,
+    /// One of the account's keys (base64).
+    #[arg(long, env = "TESSERA_KEY", global = true, hide_env_values = true)]
+    key: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -46,6 +52,9 @@ enum Command {
     Serve(ServeArgs),
     /// Start a throw-away service, run a sample job end to end, and show the result.
     Demo(DemoArgs),
+    /// Manage accounts and their keys.
+    #[command(subcommand)]
+    Account(AccountCommand),
     /// Publish and inspect applications.
     #[command(subcommand)]
     App(AppCommand),
@@ -93,6 +102,45 @@ struct DemoArgs {
     sample: String,
     #[command(flatten)]
     service: ServiceArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountCommand {
+    /// Create an account (admin only) and print its two keys.
+    Create {
+        /// The account's name.
+        name: String,
+        /// Most bytes of uploaded files it may keep.
+        #[arg(long)]
+        max_stored_bytes: Option<u64>,
+        /// Most of its jobs that may be unfinished at once.
+        #[arg(long)]
+        max_pending_jobs: Option<u64>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List the accounts you can see (all of them for an admin).
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Print an account's two keys.
+    Keys {
+        /// The account's name.
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Replace one of an account's keys; clients using the other keep working.
+    Regenerate {
+        /// The account's name.
+        name: String,
+        /// Which key to replace.
+        #[arg(long, value_parser = ["primary", "secondary"])]
+        key: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -256,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => commands::serve(args.data_dir, args.listen, &args.service).await,
         Command::Demo(args) => demo::run(args.data_dir, &args.sample, &args.service).await,
+        Command::Account(cmd) => commands::account(cmd).await,
         Command::App(cmd) => commands::app(cmd).await,
         Command::Job(cmd) => commands::job(cmd).await,
         Command::Bench(BenchCommand::Throughput(args)) => bench::throughput(args).await,
