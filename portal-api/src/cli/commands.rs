@@ -35,8 +35,9 @@ impl ServiceArgs {
 impl Connection {
     fn client(&self) -> anyhow::Result<Client> {
         let client = Client::new(&self.url)?;
-        Ok(match (&self.account, &self.key) {
-            (Some(account), Some(key)) => client.with_credentials(account, key)?,
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        Ok(match (given(&self.account), given(&self.key)) {
+            (Some(account), Some(key)) => client.with_credentials(&account, &key)?,
             (None, None) => client,
             _ => anyhow::bail!(
                 "give both an account and its key (--account and --key, or TESSERA_ACCOUNT and TESSERA_KEY)"
