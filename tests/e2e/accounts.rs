@@ -365,23 +365,15 @@ async fn accounts_see_only_what_they_own() {
         "forbidden",
         "only an admin account may create accounts; `bob` is not one",
     );
-    let seen: Vec<String> = bob
-        .accounts()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
-    assert_eq!(seen, ["bob"]);
-    let all: Vec<String> = svc
-        .client
-        .accounts()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
-    assert_eq!(all, ["admin", "alice", "bob"]);
+    let names = |client: &Client| {
+        let client = client.clone();
+        async move {
+            let accounts = client.accounts().await.unwrap();
+            accounts.into_iter().map(|a| a.name).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(names(&bob).await, ["bob"]);
+    assert_eq!(names(&svc.client).await, ["admin", "alice", "bob"]);
     assert_api_error(bob.account_keys("alice").await, 404, "not_found", "`alice`");
     assert_api_error(
         svc.client
