@@ -25,6 +25,10 @@ pub struct ServiceConfig {
     pub heartbeat_interval: Duration,
     /// Largest file upload, in bytes.
     pub max_upload_bytes: u64,
+    /// How long a request body may stall (no bytes arriving) before the
+    /// request is refused, so that slow or stuck clients cannot hold
+    /// uploads open.
+    pub body_idle_timeout: Duration,
     /// Limits on published zips.
     pub archive_limits: ArchiveLimits,
     /// Scheduler settings.
@@ -42,6 +46,7 @@ impl ServiceConfig {
             embedded_slots: slots,
             heartbeat_interval: Duration::from_secs(1),
             max_upload_bytes: 16 << 30,
+            body_idle_timeout: Duration::from_secs(60),
             archive_limits: ArchiveLimits::default(),
             scheduler: SchedulerConfig::default(),
             runtime: RuntimeConfig {

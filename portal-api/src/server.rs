@@ -298,6 +298,7 @@ where
 
 /// Builds the whole router.
 pub fn router(service: Service) -> Router {
+    let body_idle_timeout = service.config().body_idle_timeout;
     let streaming = Router::new()
         .route("/v1/files/{sha256}", put(upload_file))
         .route("/v1/apps/{name}/versions", post(publish))
@@ -347,6 +348,9 @@ pub fn router(service: Service) -> Router {
                 },
             }
         })
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_idle_timeout,
+        ))
         .with_state(service)
 }
 

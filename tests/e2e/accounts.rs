@@ -503,3 +503,54 @@ async fn quotas_refuse_what_goes_over_and_say_which() {
     erin.upload_bytes(vec![2u8; 60_000].into()).await.unwrap();
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_mid_body_is_cut_off_and_nothing_is_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut svc = TestService::start_with(0, |c| {
+        c.body_idle_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let keys = svc.client.account_keys("admin").await.unwrap();
+    let content = vec![7u8; 1000];
+    let digest = Digest::of(&content);
+    let path = format!("/v1/files/{digest}");
+    let headers = Signing {
+        account: "admin",
+        key: &keys.primary,
+        method: "PUT",
+        path: &path,
+        query: None,
+        content_type: "",
+        body: &content,
+        date: auth::format_date(Utc::now()),
+    }
+    .headers();
+    let addr = svc.client.url().trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut head = format!("PUT {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1000\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&content[..10]).await.unwrap();
+    // The client goes quiet; the service answers on its own.
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the service did not give up on the stalled body")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("reading the request body failed"),
+        "{answer}"
+    );
+    assert_eq!(svc.client.missing_files(&[digest]).await.unwrap(), [digest]);
+    svc.stop().await;
+}
