@@ -39,6 +39,9 @@ pub struct AccountInfo {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quotas {
+    /// Tasks of the account's jobs running (or leased to a node) at once.
+    #[serde(default)]
+    pub max_running_tasks: Option<u64>,
     /// Bytes of uploaded files the account keeps.
     #[serde(default)]
     pub max_stored_bytes: Option<u64>,

@@ -448,6 +448,7 @@ async fn quotas_refuse_what_goes_over_and_say_which() {
         &svc,
         "erin",
         Quotas {
+            max_running_tasks: None,
             max_stored_bytes: Some(100_000),
             max_pending_jobs: Some(1),
         },
@@ -493,6 +494,7 @@ async fn quotas_refuse_what_goes_over_and_say_which() {
         .set_quotas(
             "erin",
             &Quotas {
+                max_running_tasks: None,
                 max_stored_bytes: Some(200_000),
                 max_pending_jobs: Some(1),
             },
@@ -552,5 +554,57 @@ async fn a_client_that_stalls_mid_body_is_cut_off_and_nothing_is_stored() {
         "{answer}"
     );
     assert_eq!(svc.client.missing_files(&[digest]).await.unwrap(), [digest]);
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_runs_at_most_its_quota_of_tasks_at_once() {
+    let mut svc = TestService::start(3).await;
+    let frank = account(
+        &svc,
+        "frank",
+        Quotas {
+            max_running_tasks: Some(1),
+            ..Quotas::default()
+        },
+    )
+    .await;
+    frank
+        .publish_bytes("hostile", hostile_assembly(), None)
+        .await
+        .unwrap();
+    svc.client
+        .publish_bytes("hostile", hostile_assembly(), None)
+        .await
+        .unwrap();
+    let busy: Vec<serde_json::Value> = (0..6)
+        .map(|i| json!({"name": format!("b{i}"), "params": {"behaviour": "busy", "millis": 150}}))
+        .collect();
+    let capped = frank.submit(&plan_job(json!(busy), true)).await.unwrap();
+    let free = svc
+        .client
+        .submit(&plan_job(json!(busy), false))
+        .await
+        .unwrap();
+    // Frank never has more than one task running; the admin, without a
+    // quota, uses the other slots meanwhile.
+    let mut admin_parallel = 0;
+    loop {
+        let job = frank.job(&capped.id).await.unwrap();
+        assert!(job.progress.running <= 1, "{:?}", job.progress);
+        let other = svc.client.job(&free.id).await.unwrap();
+        admin_parallel = admin_parallel.max(other.progress.running);
+        if job.state.is_finished() {
+            assert_eq!(job.state, JobState::Completed, "{job:#?}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let other = crate::harness::wait(&svc.client, &free.id).await;
+    assert_eq!(other.state, JobState::Completed);
+    assert!(
+        admin_parallel >= 2,
+        "the admin's job ran {admin_parallel} at once"
+    );
     svc.stop().await;
 }

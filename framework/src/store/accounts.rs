@@ -8,8 +8,8 @@ use crate::accounts::{AccountInfo, AccountKeys, KeyName, Quotas};
 use crate::error::Error;
 use crate::model::time_from_ms;
 
-const COLUMNS: &str =
-    "name, admin, primary_key, secondary_key, max_stored_bytes, max_pending_jobs, created_at";
+const COLUMNS: &str = "name, admin, primary_key, secondary_key, max_running_tasks, \
+     max_stored_bytes, max_pending_jobs, created_at";
 
 fn quota(row: &AnyRow, column: &str) -> Result<Option<u64>, Error> {
     Ok(row.try_get::<Option<i64>, _>(column)?.map(|v| v as u64))
@@ -21,6 +21,7 @@ fn from_row(row: &AnyRow) -> Result<(AccountInfo, AccountKeys), Error> {
         name: name.clone(),
         admin: row.try_get::<i64, _>("admin")? != 0,
         quotas: Quotas {
+            max_running_tasks: quota(row, "max_running_tasks")?,
             max_stored_bytes: quota(row, "max_stored_bytes")?,
             max_pending_jobs: quota(row, "max_pending_jobs")?,
         },
@@ -74,7 +75,7 @@ impl Store {
         keys: &AccountKeys,
     ) -> Result<bool, Error> {
         let sql = format!(
-            "INSERT INTO accounts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO accounts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (name) DO NOTHING"
         );
         let done = sqlx::query(&sql)
@@ -82,6 +83,7 @@ impl Store {
             .bind(i64::from(info.admin))
             .bind(&keys.primary)
             .bind(&keys.secondary)
+            .bind(opt(info.quotas.max_running_tasks))
             .bind(opt(info.quotas.max_stored_bytes))
             .bind(opt(info.quotas.max_pending_jobs))
             .bind(info.created_at.timestamp_millis())
@@ -107,8 +109,10 @@ impl Store {
     /// Sets an account's quotas.
     pub(crate) async fn set_quotas(&self, name: &str, quotas: &Quotas) -> Result<(), Error> {
         sqlx::query(
-            "UPDATE accounts SET max_stored_bytes = $1, max_pending_jobs = $2 WHERE name = $3",
+            "UPDATE accounts SET max_running_tasks = $1, max_stored_bytes = $2, \
+             max_pending_jobs = $3 WHERE name = $4",
         )
+        .bind(opt(quotas.max_running_tasks))
         .bind(opt(quotas.max_stored_bytes))
         .bind(opt(quotas.max_pending_jobs))
         .bind(name)

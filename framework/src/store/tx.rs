@@ -1,5 +1,7 @@
 //! Writes, always inside a transaction.
 
+use std::collections::HashMap;
+
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -240,6 +242,13 @@ pub(super) async fn select_current_tasks(
 pub(super) fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data serialises")
 }
+
+/// What leasing sets on a task: running on the node, one more attempt.
+const LEASE_SET: &str = "state = 'running', node = $2, attempts = attempts + 1, \
+     started_at = $3, finished_at = NULL, progress = 0";
+
+/// What leasing returns of each leased task.
+const LEASE_RETURNING: &str = "job_id, seq, name, kind, attempts, parameters, inputs, env";
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
 pub(crate) struct Tx {
@@ -526,21 +535,27 @@ impl Tx {
         max: usize,
         now: i64,
     ) -> Result<Vec<LeasedTask>, Error> {
-        // PostgreSQL will add `FOR UPDATE SKIP LOCKED` to the inner SELECT so
-        // that replicas leasing at once never take the same rows.
-        let rows = sqlx::query(
-            "UPDATE tasks SET state = 'running', node = $2, attempts = attempts + 1, \
-             started_at = $3, finished_at = NULL, progress = 0 \
-             WHERE (job_id, seq) IN (SELECT job_id, seq FROM tasks \
-                 WHERE pool = $1 AND state = 'queued' ORDER BY pool, job_id, seq LIMIT $4) \
-             RETURNING job_id, seq, name, kind, attempts, parameters, inputs, env",
-        )
-        .bind(pool)
-        .bind(node)
-        .bind(now)
-        .bind(max as i64)
-        .fetch_all(&mut *self.tx)
-        .await?;
+        let rooms = self.running_task_rooms().await?;
+        let rows = if rooms.is_empty() {
+            // PostgreSQL will add `FOR UPDATE SKIP LOCKED` to the inner
+            // SELECT so that replicas leasing at once never take the same
+            // rows.
+            sqlx::query(&format!(
+                "UPDATE tasks SET {LEASE_SET} \
+                 WHERE (job_id, seq) IN (SELECT job_id, seq FROM tasks \
+                     WHERE pool = $1 AND state = 'queued' ORDER BY pool, job_id, seq LIMIT $4) \
+                 RETURNING {LEASE_RETURNING}"
+            ))
+            .bind(pool)
+            .bind(node)
+            .bind(now)
+            .bind(max as i64)
+            .fetch_all(&mut *self.tx)
+            .await?
+        } else {
+            self.lease_within_quotas(pool, node, max, now, rooms)
+                .await?
+        };
         let mut leased = rows
             .iter()
             .map(|row| {
@@ -578,6 +593,83 @@ impl Tx {
             .await?;
         }
         Ok(leased)
+    }
+
+    /// For every account with a `max_running_tasks` quota, how many more
+    /// of its tasks may run (zero or less: none).
+    async fn running_task_rooms(&mut self) -> Result<HashMap<String, i64>, Error> {
+        let rows = sqlx::query(
+            "SELECT a.name AS account, a.max_running_tasks - COALESCE(SUM(j.tasks_running), 0) AS room \
+             FROM accounts a LEFT JOIN jobs j ON j.account = a.name AND j.finished_at IS NULL \
+             WHERE a.max_running_tasks IS NOT NULL GROUP BY a.name, a.max_running_tasks",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("account")?, r.try_get("room")?)))
+            .collect()
+    }
+
+    /// [`Tx::lease`] when some accounts have a running-task quota: their
+    /// tasks are leased only while they have room (split and merge steps
+    /// always run), so that at most `max_running_tasks` of an account's
+    /// tasks run at once.
+    async fn lease_within_quotas(
+        &mut self,
+        pool: &str,
+        node: &str,
+        max: usize,
+        now: i64,
+        mut rooms: HashMap<String, i64>,
+    ) -> Result<Vec<AnyRow>, Error> {
+        let full: Vec<&String> = rooms
+            .iter()
+            .filter(|(_, room)| **room <= 0)
+            .map(|(account, _)| account)
+            .collect();
+        let sql = format!(
+            "SELECT t.job_id, t.seq, t.kind, j.account FROM tasks t JOIN jobs j ON j.id = t.job_id \
+             WHERE t.pool = $1 AND t.state = 'queued' \
+             AND (t.kind <> 'process' OR j.account NOT IN (SELECT value FROM {})) \
+             ORDER BY t.pool, t.job_id, t.seq LIMIT $3",
+            json_rows(2)
+        );
+        let candidates = sqlx::query(&sql)
+            .bind(pool)
+            .bind(json(&full))
+            .bind(max as i64)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let mut chosen: Vec<(String, i64)> = Vec::with_capacity(candidates.len());
+        for row in &candidates {
+            let kind: TaskKind = parse_column(row, "kind")?;
+            let account: String = row.try_get("account")?;
+            if kind == TaskKind::Process
+                && let Some(room) = rooms.get_mut(&account)
+            {
+                if *room <= 0 {
+                    continue;
+                }
+                *room -= 1;
+            }
+            chosen.push((row.try_get("job_id")?, row.try_get("seq")?));
+        }
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "UPDATE tasks SET {LEASE_SET} \
+             WHERE (job_id, seq) IN (SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) FROM {}) \
+             RETURNING {LEASE_RETURNING}",
+            json_rows(4)
+        );
+        Ok(sqlx::query(&sql)
+            .bind(pool)
+            .bind(node)
+            .bind(now)
+            .bind(json(&chosen))
+            .fetch_all(&mut *self.tx)
+            .await?)
     }
 
     /// The current state of some tasks of one job.

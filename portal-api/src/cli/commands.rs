@@ -107,6 +107,7 @@ pub(super) async fn account(command: AccountCommand) -> anyhow::Result<ExitCode>
     match command {
         AccountCommand::Create {
             name,
+            max_running_tasks,
             max_stored_bytes,
             max_pending_jobs,
             connection,
@@ -114,6 +115,7 @@ pub(super) async fn account(command: AccountCommand) -> anyhow::Result<ExitCode>
             let request = NewAccount {
                 name,
                 quotas: Quotas {
+                    max_running_tasks,
                     max_stored_bytes,
                     max_pending_jobs,
                 },

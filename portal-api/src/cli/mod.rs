@@ -110,6 +110,9 @@ enum AccountCommand {
     Create {
         /// The account's name.
         name: String,
+        /// Most of its tasks that may run at once.
+        #[arg(long)]
+        max_running_tasks: Option<u64>,
         /// Most bytes of uploaded files it may keep.
         #[arg(long)]
         max_stored_bytes: Option<u64>,
