@@ -99,7 +99,7 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_forged_tampered_and_stale_requests_are_refused_and_change_nothing() {
-    let mut svc = TestService::start(0).await;
+    let mut svc = TestService::start(1).await;
     let keys = svc.client.account_keys("admin").await.unwrap();
     let url = svc.client.url().to_owned();
     let job = serde_json::to_vec(&json!({"app": "nope"})).unwrap();
@@ -258,8 +258,16 @@ async fn unsigned_forged_tampered_and_stale_requests_are_refused_and_change_noth
         "nothing was stored"
     );
     assert!(files_under(&svc.dir.path().join("files")).is_empty());
-    // Health checks need no signature.
+    // Health checks need no signature; signed requests still work.
     svc.client.health().await.unwrap();
+    svc.publish_hostile(&[]).await;
+    let job = svc
+        .run(plan_job(
+            json!([{"name": "a", "params": {"behaviour": "ok"}}]),
+            false,
+        ))
+        .await;
+    assert_eq!(job.state, JobState::Completed, "{job:#?}");
     svc.stop().await;
 }
 

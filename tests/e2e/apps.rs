@@ -1,13 +1,15 @@
 //! Publishing applications through the HTTP API: versions, reading them
 //! back, and every kind of refused publish, which must leave nothing stored.
 
+use serde_json::json;
 use tessera_framework::digest::Digest;
+use tessera_framework::model::JobState;
 use tessera_framework::package::ArchiveLimits;
 use tessera_samples::fixtures::{HOSTILE_ASSEMBLY_TOML, HOSTILE_PROCESSOR, HOSTILE_SPLITTER};
 
 use crate::harness::{
     RawEntry, TestService, assert_api_error, files_under, hostile_assembly, hostile_entries,
-    raw_zip, zip_of,
+    plan_job, raw_zip, zip_of,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,7 +289,7 @@ fn refusals() -> Vec<Refusal> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_publishes_explain_why_and_store_nothing() {
-    let mut svc = TestService::start_with(0, |c| {
+    let mut svc = TestService::start_with(1, |c| {
         c.archive_limits = ArchiveLimits {
             max_entry_size: 16 << 20,
             ..ArchiveLimits::default()
@@ -338,6 +340,14 @@ async fn refused_publishes_explain_why_and_store_nothing() {
         "not_found",
         "application `refused` was not found",
     );
+    // After all that, the service still runs a normal job.
+    let job = svc
+        .run(plan_job(
+            json!([{"name": "a", "params": {"behaviour": "ok"}}]),
+            false,
+        ))
+        .await;
+    assert_eq!(job.state, JobState::Completed, "{job:#?}");
     svc.stop().await;
 }
 
