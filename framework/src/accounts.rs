@@ -99,9 +99,9 @@ pub struct Caller {
     pub admin: bool,
 }
 
-/// Account names: 1 to 64 characters from `a-z 0-9 - _`, starting with a
-/// letter.
-fn check_account_name(name: &str) -> Result<(), Error> {
+/// Names of accounts and pools: 1 to 64 characters from `a-z 0-9 - _`,
+/// starting with a letter.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), Error> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -112,7 +112,7 @@ fn check_account_name(name: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
-            "`{}` is not a valid account name: use 1 to 64 characters from a-z 0-9 - _, starting with a letter",
+            "`{}` is not a valid {what} name: use 1 to 64 characters from a-z 0-9 - _, starting with a letter",
             name.chars().take(80).collect::<String>()
         )))
     }
@@ -208,7 +208,7 @@ impl Service {
         })
     }
 
-    fn require_admin(caller: &Caller, what: &str) -> Result<(), Error> {
+    pub(crate) fn require_admin(caller: &Caller, what: &str) -> Result<(), Error> {
         if caller.admin {
             Ok(())
         } else {
@@ -243,7 +243,7 @@ impl Service {
         request: NewAccount,
     ) -> Result<AccountKeys, Error> {
         Self::require_admin(caller, "create accounts")?;
-        check_account_name(&request.name)?;
+        check_name("account", &request.name)?;
         let keys = new_keys(&request.name);
         let info = AccountInfo {
             name: request.name.clone(),
@@ -359,10 +359,10 @@ mod tests {
     #[test]
     fn account_names_are_checked() {
         for good in ["a", "alice", "team-7_x"] {
-            assert!(check_account_name(good).is_ok(), "{good}");
+            assert!(check_name("account", good).is_ok(), "{good}");
         }
         for bad in ["", "7team", "Alice", "a b", "a/b", &"a".repeat(65)] {
-            let err = check_account_name(bad).unwrap_err();
+            let err = check_name("account", bad).unwrap_err();
             assert!(
                 err.to_string().contains("is not a valid account name"),
                 "{bad}"

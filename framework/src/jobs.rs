@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::model::{
-    Job, JobInput, JobState, LOCAL_POOL, LogStream, Output, Task, TaskDetail, TaskKind, TaskState,
-    now_ms, time_from_ms,
+    Job, JobInput, JobState, LogStream, Output, Task, TaskDetail, TaskKind, TaskState, now_ms,
+    time_from_ms,
 };
 use crate::package;
 use crate::scheduler::SPLIT_TASK;
@@ -64,7 +64,8 @@ pub struct SubmitJob {
     /// Wall-clock limit of one attempt in seconds (default 3600).
     #[serde(default)]
     pub task_timeout_secs: Option<u64>,
-    /// The pool to run on (default: the local pool).
+    /// The pool to run on: one of the account's pools or a shared one
+    /// (default: the service's pool `local`).
     #[serde(default)]
     pub pool: Option<String>,
 }
@@ -110,12 +111,7 @@ impl Service {
                 "task_timeout_secs is {timeout}; it must be between 1 and {MAX_TASK_TIMEOUT_SECS}"
             )));
         }
-        let pool = request.pool.unwrap_or_else(|| LOCAL_POOL.to_owned());
-        if pool != LOCAL_POOL {
-            return Err(Error::Invalid(format!(
-                "pool `{pool}` does not exist; this service has the pool `{LOCAL_POOL}`"
-            )));
-        }
+        let pool = self.job_pool(account, request.pool.as_deref()).await?;
         let job = JobRecord {
             id: uuid::Uuid::now_v7().to_string(),
             account: account.to_owned(),
@@ -202,7 +198,7 @@ impl Service {
             id: job.id,
             app: job.app,
             app_version: job.app_version,
-            pool: job.pool,
+            pool: crate::pools::pool_name(&job.pool).to_owned(),
             state: job.state,
             max_task_retries: job.max_task_retries,
             task_timeout_secs: job.task_timeout_ms / 1000,

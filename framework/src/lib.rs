@@ -28,7 +28,8 @@
 //! # Modules
 //!
 //! - [`service`]: the service handle and its settings.
-//! - [`registry`], [`jobs`]: the operations of the portal API.
+//! - [`registry`], [`jobs`], [`accounts`], [`pools`]: the operations of the
+//!   portal API.
 //! - [`scheduler`], [`protocol`], [`node`]: leasing, running and committing.
 //! - [`runtime`]: wasmtime (the only module that names its types).
 //! - [`package`]: untrusted zips, the assembly manifest, parameters.
@@ -44,6 +45,7 @@ pub mod jobs;
 pub mod model;
 pub mod node;
 pub mod package;
+pub mod pools;
 pub mod protocol;
 pub mod registry;
 pub mod runtime;

@@ -686,6 +686,9 @@ fn check_acyclic(count: usize, deps: &[(i64, i64)]) -> Result<(), String> {
 impl Coordinator for Scheduler {
     async fn register(&self, node: NodeRegistration) -> Result<(), Error> {
         let mut tx = self.inner.store.begin().await?;
+        if !tx.pool_exists(&node.pool).await? {
+            return Err(Error::not_found("pool", &node.pool));
+        }
         tx.upsert_node(&node, now_ms()).await?;
         let requeued = tx.requeue_node_tasks(&node.pool, &node.node_id).await?;
         tx.commit().await?;

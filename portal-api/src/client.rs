@@ -16,6 +16,7 @@ use tessera_framework::model::{
     AppSummary, AppVersion, FileRef, Job, JobState, LogStream, Output, OutputKind, TaskDetail,
     TaskState,
 };
+use tessera_framework::pools::{NewPool, Pool};
 use tokio::io::AsyncWriteExt;
 
 use crate::server::{AppDetail, DigestList, ErrorBody, MissingFiles};
@@ -415,6 +416,30 @@ impl Client {
         let path = format!("/v1/accounts/{}/quotas", segment(name));
         self.json(self.request(Method::PUT, &path).json(quotas))
             .await
+    }
+
+    /// Creates a pool owned by the caller.
+    pub async fn create_pool(&self, request: &NewPool) -> Result<Pool, ClientError> {
+        self.json(self.request(Method::POST, "/v1/pools").json(request))
+            .await
+    }
+
+    /// The pools the caller may use: its own and the shared ones.
+    pub async fn pools(&self) -> Result<Vec<Pool>, ClientError> {
+        self.json(self.request(Method::GET, "/v1/pools")).await
+    }
+
+    /// A pool, with its nodes and the work waiting for it.
+    pub async fn pool(&self, name: &str) -> Result<Pool, ClientError> {
+        let path = format!("/v1/pools/{}", segment(name));
+        self.json(self.request(Method::GET, &path)).await
+    }
+
+    /// Deletes one of the caller's pools.
+    pub async fn delete_pool(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/pools/{}", segment(name));
+        self.send(self.request(Method::DELETE, &path)).await?;
+        Ok(())
     }
 
     /// Submits a job.

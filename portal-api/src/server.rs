@@ -25,6 +25,7 @@ use tessera_framework::digest::{BadDigest, HashingWriter};
 use tessera_framework::error::{Error, ErrorClass};
 use tessera_framework::jobs::SubmitJob;
 use tessera_framework::model::{FileRef, JobState, LogStream, Output, OutputKind, TaskState};
+use tessera_framework::pools::{NewPool, Pool};
 use tessera_framework::service::Service;
 
 /// Largest JSON request body.
@@ -311,6 +312,8 @@ pub fn router(service: Service) -> Router {
             post(regenerate_key),
         )
         .route("/v1/accounts/{name}/quotas", put(set_quotas))
+        .route("/v1/pools", post(create_pool).get(list_pools))
+        .route("/v1/pools/{name}", get(show_pool).delete(delete_pool))
         .route("/v1/apps", get(list_apps))
         .route("/v1/apps/{name}", get(show_app))
         .route("/v1/apps/{name}/versions", get(list_versions))
@@ -393,6 +396,39 @@ async fn set_quotas(
     JsonBody(quotas): JsonBody<Quotas>,
 ) -> ApiResult<Json<AccountInfo>> {
     Ok(Json(service.set_quotas(&caller, &name, quotas).await?))
+}
+
+async fn create_pool(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+    JsonBody(request): JsonBody<NewPool>,
+) -> ApiResult<(StatusCode, Json<Pool>)> {
+    let pool = service.create_pool(&caller, request).await?;
+    Ok((StatusCode::CREATED, Json(pool)))
+}
+
+async fn list_pools(
+    State(service): State<Service>,
+    Account(account): Account,
+) -> ApiResult<Json<Vec<Pool>>> {
+    Ok(Json(service.list_pools(&account).await?))
+}
+
+async fn show_pool(
+    State(service): State<Service>,
+    Account(account): Account,
+    PathParams(name): PathParams<String>,
+) -> ApiResult<Json<Pool>> {
+    Ok(Json(service.pool(&account, &name).await?))
+}
+
+async fn delete_pool(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+    PathParams(name): PathParams<String>,
+) -> ApiResult<StatusCode> {
+    service.delete_pool(&caller, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes

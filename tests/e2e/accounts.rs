@@ -13,24 +13,6 @@ use tessera_portal_api::client::Client;
 
 use crate::harness::{TestService, assert_api_error, files_under, hostile_assembly, plan_job};
 
-/// A client of the test service signing as a new account `name`.
-async fn account(svc: &TestService, name: &str, quotas: Quotas) -> Client {
-    let keys = svc
-        .client
-        .create_account(&NewAccount {
-            name: name.into(),
-            quotas,
-        })
-        .await
-        .unwrap();
-    assert_eq!(keys.account, name);
-    assert_ne!(keys.primary, keys.secondary);
-    Client::new(svc.client.url())
-        .unwrap()
-        .with_credentials(name, &keys.primary)
-        .unwrap()
-}
-
 /// A request signed by hand, following the README's description of the
 /// scheme, so that tests can sign one thing and send another.
 struct Signing<'a> {
@@ -283,8 +265,8 @@ impl<'a> Signing<'a> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_see_only_what_they_own() {
     let mut svc = TestService::start(1).await;
-    let alice = account(&svc, "alice", Quotas::default()).await;
-    let bob = account(&svc, "bob", Quotas::default()).await;
+    let alice = svc.account("alice", Quotas::default()).await;
+    let bob = svc.account("bob", Quotas::default()).await;
 
     alice
         .publish_bytes("hostile", hostile_assembly(), None)
@@ -412,7 +394,7 @@ async fn accounts_see_only_what_they_own() {
 async fn a_regenerated_key_stops_working_while_the_other_goes_on() {
     let mut svc = TestService::start(0).await;
     let keys = {
-        account(&svc, "dana", Quotas::default()).await;
+        svc.account("dana", Quotas::default()).await;
         svc.client.account_keys("dana").await.unwrap()
     };
     let with = |key: &str| {
@@ -452,16 +434,16 @@ async fn a_regenerated_key_stops_working_while_the_other_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_refuse_what_goes_over_and_say_which() {
     let mut svc = TestService::start(0).await;
-    let erin = account(
-        &svc,
-        "erin",
-        Quotas {
-            max_running_tasks: None,
-            max_stored_bytes: Some(100_000),
-            max_pending_jobs: Some(1),
-        },
-    )
-    .await;
+    let erin = svc
+        .account(
+            "erin",
+            Quotas {
+                max_running_tasks: None,
+                max_stored_bytes: Some(100_000),
+                max_pending_jobs: Some(1),
+            },
+        )
+        .await;
     erin.publish_bytes("hostile", hostile_assembly(), None)
         .await
         .unwrap();
@@ -568,15 +550,15 @@ async fn a_client_that_stalls_mid_body_is_cut_off_and_nothing_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_runs_at_most_its_quota_of_tasks_at_once() {
     let mut svc = TestService::start(3).await;
-    let frank = account(
-        &svc,
-        "frank",
-        Quotas {
-            max_running_tasks: Some(1),
-            ..Quotas::default()
-        },
-    )
-    .await;
+    let frank = svc
+        .account(
+            "frank",
+            Quotas {
+                max_running_tasks: Some(1),
+                ..Quotas::default()
+            },
+        )
+        .await;
     frank
         .publish_bytes("hostile", hostile_assembly(), None)
         .await

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use tessera_framework::accounts::{NewAccount, Quotas};
 use tessera_framework::jobs::SubmitJob;
 use tessera_framework::model::{AppVersion, Job};
 pub use tessera_framework::package::testzip::{RawEntry, build as raw_zip};
@@ -67,6 +68,24 @@ impl TestService {
         self.client
             .publish_bytes("hostile", hostile_assembly(), image)
             .await
+            .unwrap()
+    }
+
+    /// A client of this service signing as a new account `name`.
+    pub async fn account(&self, name: &str, quotas: Quotas) -> Client {
+        let keys = self
+            .client
+            .create_account(&NewAccount {
+                name: name.into(),
+                quotas,
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys.account, name);
+        assert_ne!(keys.primary, keys.secondary);
+        Client::new(self.client.url())
+            .unwrap()
+            .with_credentials(name, &keys.primary)
             .unwrap()
     }
 

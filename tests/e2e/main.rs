@@ -13,6 +13,7 @@ mod imageproc;
 mod jobs;
 mod kmer;
 mod montecarlo;
+mod pools;
 mod render;
 mod restart;
 mod sandbox;

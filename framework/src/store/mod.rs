@@ -1,7 +1,7 @@
 //! State: the one place that speaks SQL.
 //!
 //! Everything Tessera must not forget (applications, files, jobs, tasks,
-//! attempts, outputs, nodes) lives in a SQL database reached through
+//! attempts, outputs, nodes, accounts, pools) lives in a SQL database reached through
 //! `sqlx::AnyPool`, so the same statements serve SQLite (the embedded default)
 //! and, later, PostgreSQL. The SQL is kept portable: `$n` placeholders,
 //! `BIGINT`/`TEXT`/`REAL` columns, times as milliseconds since the epoch,
@@ -14,6 +14,7 @@
 //! durable before anyone is told "ok".
 
 mod accounts;
+mod pools;
 mod queries;
 mod tx;
 

@@ -1033,6 +1033,15 @@ impl Tx {
         Ok(())
     }
 
+    /// Whether a pool with this id exists.
+    pub(crate) async fn pool_exists(&mut self, id: &str) -> Result<bool, Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM pools WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
     /// The pool a registered node serves, if it is registered.
     pub(crate) async fn node_pool(&mut self, node: &str) -> Result<Option<String>, Error> {
         let row = sqlx::query("SELECT pool FROM nodes WHERE id = $1")

@@ -1,4 +1,5 @@
-//! `tessera serve`, `tessera app …` and `tessera job …`.
+//! `tessera serve`, `tessera account …`, `tessera pool …`, `tessera app …`
+//! and `tessera job …`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,10 +12,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tessera_framework::accounts::{AccountKeys, KeyName, NewAccount, Quotas};
 use tessera_framework::jobs::{InputRef, SubmitJob};
 use tessera_framework::model::{Job, JobState, LogStream, TaskState};
+use tessera_framework::pools::NewPool;
 use tessera_framework::service::ServiceConfig;
 
 use super::display;
-use super::{AccountCommand, AppCommand, Connection, JobCommand, ServiceArgs};
+use super::{AccountCommand, AppCommand, Connection, JobCommand, PoolCommand, ServiceArgs};
 use crate::client::Client;
 use crate::embedded::Embedded;
 
@@ -92,7 +94,7 @@ async fn shutdown_signal() {
     }
 }
 
-/// `tessera app …`.
+/// `tessera account …`.
 pub(super) async fn account(command: AccountCommand) -> anyhow::Result<ExitCode> {
     let show_keys = |keys: &AccountKeys, json: bool| -> anyhow::Result<()> {
         if json {
@@ -152,6 +154,54 @@ pub(super) async fn account(command: AccountCommand) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// `tessera pool …`.
+pub(super) async fn pool(command: PoolCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PoolCommand::Create {
+            name,
+            shared,
+            connection,
+        } => {
+            let pool = connection
+                .client()?
+                .create_pool(&NewPool { name, shared })
+                .await?;
+            if connection.json {
+                display::json(&pool)?;
+            } else {
+                println!(
+                    "Created the pool `{}`. Its nodes register with the pool id `{}`.",
+                    pool.name, pool.id
+                );
+            }
+        }
+        PoolCommand::List { connection } => {
+            let pools = connection.client()?.pools().await?;
+            if connection.json {
+                display::json(&pools)?;
+            } else {
+                display::pools(&pools);
+            }
+        }
+        PoolCommand::Show { name, connection } => {
+            let pool = connection.client()?.pool(&name).await?;
+            if connection.json {
+                display::json(&pool)?;
+            } else {
+                display::pool(&pool);
+            }
+        }
+        PoolCommand::Delete { name, connection } => {
+            connection.client()?.delete_pool(&name).await?;
+            if !connection.json {
+                println!("Deleted the pool `{name}`.");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tessera app …`.
 pub(super) async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
     match command {
         AppCommand::Publish {
@@ -219,6 +269,9 @@ pub struct SubmitArgs {
     /// Wall-clock limit of one task attempt, in seconds.
     #[arg(long)]
     timeout: Option<u64>,
+    /// The pool to run on: one of yours or a shared one (default: `local`).
+    #[arg(long)]
+    pool: Option<String>,
     /// Wait for the job to finish, showing its progress.
     #[arg(long)]
     wait: bool,
@@ -371,7 +424,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             inputs,
             max_task_retries: args.retries,
             task_timeout_secs: args.timeout,
-            pool: None,
+            pool: args.pool.clone(),
         })
         .await?;
     if !(args.wait || args.download.is_some()) {

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tessera_framework::accounts::AccountInfo;
 use tessera_framework::model::{AppSummary, AppVersion, Job, Task};
+use tessera_framework::pools::Pool;
 
 /// Prints a value as pretty JSON.
 pub(super) fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
@@ -43,6 +44,57 @@ pub(super) fn accounts(accounts: &[AccountInfo]) {
             limit(a.quotas.max_stored_bytes),
             limit(a.quotas.max_pending_jobs),
             when(&a.created_at)
+        );
+    }
+}
+
+pub(super) fn pools(pools: &[Pool]) {
+    println!(
+        "{:<24} {:<16} {:<7} {:>6} {:>6} {:>8} {:>8}",
+        "POOL", "OWNER", "SHARED", "NODES", "SLOTS", "QUEUED", "RUNNING"
+    );
+    for p in pools {
+        let live = p.nodes.iter().filter(|n| n.is_live());
+        println!(
+            "{:<24} {:<16} {:<7} {:>6} {:>6} {:>8} {:>8}",
+            p.name,
+            p.account,
+            if p.shared { "yes" } else { "no" },
+            live.clone().count(),
+            live.map(|n| n.slots).sum::<u64>(),
+            p.queued_tasks,
+            p.running_tasks
+        );
+    }
+}
+
+pub(super) fn pool(p: &Pool) {
+    println!("pool:     {}", p.name);
+    println!("id:       {} (nodes register with this)", p.id);
+    println!(
+        "owner:    {}{}",
+        p.account,
+        if p.shared { " (shared)" } else { "" }
+    );
+    println!("created:  {}", when(&p.created_at));
+    println!("queued:   {} tasks", p.queued_tasks);
+    println!("running:  {} tasks", p.running_tasks);
+    if p.nodes.is_empty() {
+        println!("nodes:    none yet; its jobs wait until a node registers with the pool id");
+        return;
+    }
+    println!(
+        "{:<40} {:<24} {:>5} {:<8}  LAST SEEN",
+        "NODE", "HOST", "SLOTS", "STATE"
+    );
+    for n in &p.nodes {
+        println!(
+            "{:<40} {:<24} {:>5} {:<8}  {}",
+            n.id,
+            n.hostname,
+            n.slots,
+            n.state,
+            when(&n.last_seen)
         );
     }
 }

@@ -55,6 +55,9 @@ enum Command {
     /// Manage accounts and their keys.
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Create, inspect and delete pools.
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// Publish and inspect applications.
     #[command(subcommand)]
     App(AppCommand),
@@ -141,6 +144,39 @@ enum AccountCommand {
         /// Which key to replace.
         #[arg(long, value_parser = ["primary", "secondary"])]
         key: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCommand {
+    /// Create a pool; nodes join it by registering with its id.
+    Create {
+        /// The pool's name.
+        name: String,
+        /// Let every account run jobs on it (admin only).
+        #[arg(long)]
+        shared: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List your pools and the shared ones.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show a pool's nodes and the work waiting for it.
+    Show {
+        /// The pool's name.
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Delete one of your pools (it must have no unfinished jobs and no live nodes).
+    Delete {
+        /// The pool's name.
+        name: String,
         #[command(flatten)]
         connection: Connection,
     },
@@ -308,6 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => commands::serve(args.data_dir, args.listen, &args.service).await,
         Command::Demo(args) => demo::run(args.data_dir, &args.sample, &args.service).await,
         Command::Account(cmd) => commands::account(cmd).await,
+        Command::Pool(cmd) => commands::pool(cmd).await,
         Command::App(cmd) => commands::app(cmd).await,
         Command::Job(cmd) => commands::job(cmd).await,
         Command::Bench(BenchCommand::Throughput(args)) => bench::throughput(args).await,

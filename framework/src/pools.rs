@@ -1,0 +1,183 @@
+//! Pools: named sets of nodes that run jobs' tasks.
+//!
+//! A pool belongs to the account that created it and is invisible to every
+//! other account, unless it is **shared**: an admin's pool that every
+//! account may submit jobs to. The service's own pool [`LOCAL_POOL`], served
+//! by the embedded node, is shared. A pool's **id** is what its nodes
+//! register with and its tasks are queued on: the name of a shared pool,
+//! `account/name` otherwise, so that two accounts may both have a pool
+//! called `gpu`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{Caller, check_name};
+use crate::error::Error;
+use crate::model::LOCAL_POOL;
+use crate::service::Service;
+
+/// A pool, as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    /// What its nodes register with.
+    pub id: String,
+    /// Its name, unique among its account's pools.
+    pub name: String,
+    /// The account that owns it.
+    pub account: String,
+    /// Whether every account may run jobs on it.
+    pub shared: bool,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Its registered nodes (those removed are left out).
+    pub nodes: Vec<PoolNode>,
+    /// Tasks waiting for one of its nodes.
+    pub queued_tasks: u64,
+    /// Tasks running on (or leased to) its nodes.
+    pub running_tasks: u64,
+}
+
+/// A node of a pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolNode {
+    /// The node's id.
+    pub id: String,
+    /// The machine it runs on.
+    pub hostname: String,
+    /// Its task slots.
+    pub slots: u64,
+    /// `starting`, `idle`, `busy`, `offline` or `removed`.
+    pub state: String,
+    /// When it was last heard from.
+    pub last_seen: DateTime<Utc>,
+}
+
+impl PoolNode {
+    /// Whether it is serving the pool (not offline or removed).
+    pub fn is_live(&self) -> bool {
+        matches!(self.state.as_str(), "starting" | "idle" | "busy")
+    }
+}
+
+/// A request to create a pool.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPool {
+    /// Its name.
+    pub name: String,
+    /// Whether every account may run jobs on it (admins only).
+    #[serde(default)]
+    pub shared: bool,
+}
+
+/// The id of `account`'s pool `name`.
+pub(crate) fn pool_id(account: &str, name: &str, shared: bool) -> String {
+    if shared {
+        name.to_owned()
+    } else {
+        format!("{account}/{name}")
+    }
+}
+
+/// The name of the pool with id `id`.
+pub(crate) fn pool_name(id: &str) -> &str {
+    id.rsplit('/').next().unwrap_or(id)
+}
+
+impl Service {
+    /// Creates a pool owned by the caller; only admins create shared pools.
+    pub async fn create_pool(&self, caller: &Caller, request: NewPool) -> Result<Pool, Error> {
+        check_name("pool", &request.name)?;
+        if request.shared {
+            Self::require_admin(caller, "create shared pools")?;
+        }
+        let id = pool_id(&caller.account, &request.name, request.shared);
+        if !self
+            .inner
+            .store
+            .insert_pool(&id, &caller.account, &request.name, request.shared)
+            .await?
+        {
+            return Err(Error::Conflict(format!(
+                "a pool named `{}` already exists; pick another name",
+                request.name
+            )));
+        }
+        tracing::info!(pool = %id, by = %caller.account, "pool created");
+        self.pool(&caller.account, &request.name).await
+    }
+
+    /// The pools the account may use: its own and the shared ones, by name.
+    pub async fn list_pools(&self, account: &str) -> Result<Vec<Pool>, Error> {
+        self.inner.store.pools(account, None).await
+    }
+
+    /// The pool `name` as the account sees it: its own pool of that name,
+    /// else a shared one.
+    pub async fn pool(&self, account: &str, name: &str) -> Result<Pool, Error> {
+        self.inner
+            .store
+            .pools(account, Some(name))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::not_found("pool", name))
+    }
+
+    /// Deletes one of the caller's pools. A pool with unfinished jobs or
+    /// live nodes is kept; the service's own pool is never deleted.
+    pub async fn delete_pool(&self, caller: &Caller, name: &str) -> Result<(), Error> {
+        let pool = self.pool(&caller.account, name).await?;
+        if pool.account != caller.account {
+            return Err(Error::Forbidden(format!(
+                "the shared pool `{name}` belongs to `{}`; only its owner may delete it",
+                pool.account
+            )));
+        }
+        if pool.id == LOCAL_POOL {
+            return Err(Error::Conflict(format!(
+                "`{LOCAL_POOL}` is the service's own pool, served by its embedded node; it cannot be deleted"
+            )));
+        }
+        let live = pool.nodes.iter().filter(|n| n.is_live()).count();
+        if live > 0 {
+            return Err(Error::Conflict(format!(
+                "the pool `{name}` has {live} live nodes; stop them before deleting it"
+            )));
+        }
+        let unfinished = self.inner.store.delete_pool(&pool.id).await?;
+        if unfinished > 0 {
+            return Err(Error::Conflict(format!(
+                "the pool `{name}` has {unfinished} unfinished jobs; cancel them or wait for them before deleting it"
+            )));
+        }
+        tracing::info!(pool = %pool.id, by = %caller.account, "pool deleted");
+        Ok(())
+    }
+
+    /// The id of the pool a job of `account` names (default: the local
+    /// pool).
+    pub(crate) async fn job_pool(
+        &self,
+        account: &str,
+        name: Option<&str>,
+    ) -> Result<String, Error> {
+        match name {
+            None => Ok(LOCAL_POOL.to_owned()),
+            Some(name) => Ok(self.pool(account, name).await?.id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_names_for_shared_pools_and_qualified_otherwise() {
+        assert_eq!(pool_id("alice", "gpu", false), "alice/gpu");
+        assert_eq!(pool_id("admin", "big", true), "big");
+        assert_eq!(pool_name("alice/gpu"), "gpu");
+        assert_eq!(pool_name(LOCAL_POOL), LOCAL_POOL);
+    }
+}

@@ -1,0 +1,173 @@
+//! Pools, their nodes and the work waiting for them.
+
+use sqlx::Row;
+
+use super::Store;
+use crate::error::Error;
+use crate::model::{now_ms, time_from_ms};
+use crate::pools::{Pool, PoolNode};
+
+impl Store {
+    /// The pools `account` sees (its own and the shared ones), by name, own
+    /// pools before shared ones of the same name; only those called `name`
+    /// if it is given.
+    pub(crate) async fn pools(
+        &self,
+        account: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<Pool>, Error> {
+        let named = if name.is_some() { " AND name = $2" } else { "" };
+        let sql = format!(
+            "SELECT id, account, name, shared, created_at FROM pools \
+             WHERE (account = $1 OR shared = 1){named} ORDER BY name, shared"
+        );
+        let mut query = sqlx::query(&sql).bind(account);
+        if let Some(name) = name {
+            query = query.bind(name);
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        let mut pools = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let (queued_tasks, running_tasks) = self.pool_work(&id).await?;
+            pools.push(Pool {
+                nodes: self.pool_nodes(&id).await?,
+                queued_tasks,
+                running_tasks,
+                id,
+                name: row.try_get("name")?,
+                account: row.try_get("account")?,
+                shared: row.try_get::<i64, _>("shared")? != 0,
+                created_at: time_from_ms(row.try_get("created_at")?),
+            });
+        }
+        Ok(pools)
+    }
+
+    async fn pool_nodes(&self, id: &str) -> Result<Vec<PoolNode>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, hostname, slots, state, last_seen FROM nodes \
+             WHERE pool = $1 AND state <> 'removed' ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PoolNode {
+                    id: r.try_get("id")?,
+                    hostname: r.try_get("hostname")?,
+                    slots: r.try_get::<i64, _>("slots")? as u64,
+                    state: r.try_get("state")?,
+                    last_seen: time_from_ms(r.try_get("last_seen")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Tasks queued on the pool, and tasks running on its nodes (each count
+    /// reads only its partial index).
+    async fn pool_work(&self, id: &str) -> Result<(u64, u64), Error> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM tasks WHERE pool = $1 AND state = 'queued') AS queued, \
+             (SELECT COUNT(*) FROM tasks WHERE state = 'running' \
+              AND node IN (SELECT id FROM nodes WHERE pool = $1)) AS running",
+        )
+        .bind(id)
+        .fetch_one(&self.read)
+        .await?;
+        Ok((
+            row.try_get::<i64, _>("queued")? as u64,
+            row.try_get::<i64, _>("running")? as u64,
+        ))
+    }
+
+    /// Creates a pool; `false` if its id or its name in the account is
+    /// taken.
+    pub(crate) async fn insert_pool(
+        &self,
+        id: &str,
+        account: &str,
+        name: &str,
+        shared: bool,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "INSERT INTO pools (id, account, name, shared, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(account)
+        .bind(name)
+        .bind(i64::from(shared))
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes the pool (its nodes become `removed`) unless it has
+    /// unfinished jobs; returns how many it has (0: deleted).
+    pub(crate) async fn delete_pool(&self, id: &str) -> Result<u64, Error> {
+        let mut tx = self.write.begin().await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE pool = $1 AND finished_at IS NULL")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let unfinished = row.try_get::<i64, _>("n")? as u64;
+        if unfinished == 0 {
+            sqlx::query("DELETE FROM pools WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE nodes SET state = 'removed' WHERE pool = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(unfinished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::tests::temp_store;
+
+    #[tokio::test]
+    async fn accounts_see_their_own_pools_and_the_shared_ones() {
+        let (_dir, store) = temp_store().await;
+        assert!(
+            store
+                .insert_pool("alice/gpu", "alice", "gpu", false)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .insert_pool("bob/gpu", "bob", "gpu", false)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .insert_pool("alice/gpu", "alice", "gpu", false)
+                .await
+                .unwrap()
+        );
+        let ids =
+            |pools: Vec<crate::pools::Pool>| pools.into_iter().map(|p| p.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.pools("alice", None).await.unwrap()),
+            ["alice/gpu", "local"]
+        );
+        assert_eq!(
+            ids(store.pools("bob", Some("gpu")).await.unwrap()),
+            ["bob/gpu"]
+        );
+        assert_eq!(ids(store.pools("carol", None).await.unwrap()), ["local"]);
+        assert!(store.pools("carol", Some("gpu")).await.unwrap().is_empty());
+        assert_eq!(store.delete_pool("alice/gpu").await.unwrap(), 0);
+        assert_eq!(ids(store.pools("alice", None).await.unwrap()), ["local"]);
+    }
+}

@@ -1,0 +1,211 @@
+//! Pools: each belongs to an account, other accounts cannot see or use it,
+//! and a pool's jobs run only on the nodes registered with its id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tessera_framework::accounts::Quotas;
+use tessera_framework::jobs::SubmitJob;
+use tessera_framework::model::{JobState, LOCAL_POOL};
+use tessera_framework::node::{self, NodeConfig};
+use tessera_framework::pools::NewPool;
+use tessera_framework::protocol::{Coordinator, NodeRegistration};
+
+use crate::harness::{TestService, assert_api_error, eventually, hostile_assembly, plan_job};
+
+fn pool(name: &str) -> NewPool {
+    NewPool {
+        name: name.into(),
+        shared: false,
+    }
+}
+
+fn on_pool(pool: &str) -> SubmitJob {
+    SubmitJob {
+        pool: Some(pool.into()),
+        ..plan_job(
+            json!([{"name": "a", "params": {"behaviour": "ok"}},
+                   {"name": "b", "params": {"behaviour": "ok"}}]),
+            false,
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
+    let mut svc = TestService::start(1).await;
+    let alice = svc.account("alice", Quotas::default()).await;
+    let bob = svc.account("bob", Quotas::default()).await;
+    alice
+        .publish_bytes("hostile", hostile_assembly(), None)
+        .await
+        .unwrap();
+
+    let mine = alice.create_pool(&pool("mine")).await.unwrap();
+    assert_eq!(
+        (mine.id.as_str(), mine.account.as_str()),
+        ("alice/mine", "alice")
+    );
+    assert!(!mine.shared && mine.nodes.is_empty());
+    let names = |pools: Vec<tessera_framework::pools::Pool>| {
+        pools.into_iter().map(|p| p.name).collect::<Vec<_>>()
+    };
+    assert_eq!(names(alice.pools().await.unwrap()), [LOCAL_POOL, "mine"]);
+
+    // Bob sees only the shared pool; Alice's is not found, whatever he tries.
+    assert_eq!(names(bob.pools().await.unwrap()), [LOCAL_POOL]);
+    assert_api_error(
+        bob.pool("mine").await,
+        404,
+        "not_found",
+        "pool `mine` was not found",
+    );
+    assert_api_error(
+        bob.delete_pool("mine").await,
+        404,
+        "not_found",
+        "pool `mine` was not found",
+    );
+    bob.publish_bytes("hostile", hostile_assembly(), None)
+        .await
+        .unwrap();
+    assert_api_error(
+        bob.submit(&on_pool("mine")).await,
+        404,
+        "not_found",
+        "pool `mine` was not found",
+    );
+    // He may have a pool of the same name; it is a different pool.
+    let his = bob.create_pool(&pool("mine")).await.unwrap();
+    assert_eq!(his.id, "bob/mine");
+    // Only admins share pools; only owners delete them.
+    assert_api_error(
+        bob.create_pool(&NewPool {
+            name: "everyone".into(),
+            shared: true,
+        })
+        .await,
+        403,
+        "forbidden",
+        "only an admin account may create shared pools",
+    );
+    assert_api_error(
+        bob.delete_pool(LOCAL_POOL).await,
+        403,
+        "forbidden",
+        "belongs to `admin`",
+    );
+    assert_api_error(
+        svc.client.delete_pool(LOCAL_POOL).await,
+        409,
+        "conflict",
+        "service's own pool",
+    );
+    assert_api_error(
+        alice.create_pool(&pool("mine")).await,
+        409,
+        "conflict",
+        "already exists",
+    );
+    assert_api_error(
+        alice.create_pool(&pool("Not ok")).await,
+        400,
+        "invalid_request",
+        "not a valid pool name",
+    );
+    assert_eq!(names(alice.pools().await.unwrap()), [LOCAL_POOL, "mine"]);
+
+    // A job on Alice's pool waits: the embedded node serves only `local`,
+    // where her other job runs to the end meanwhile.
+    let waiting = alice.submit(&on_pool("mine")).await.unwrap();
+    assert_eq!(waiting.pool, "mine");
+    let local = crate::harness::wait(
+        &alice,
+        &alice.submit(&on_pool(LOCAL_POOL)).await.unwrap().id,
+    )
+    .await;
+    assert_eq!(local.state, JobState::Completed, "{local:#?}");
+    let waiting = alice.job(&waiting.id).await.unwrap();
+    assert_eq!(waiting.state, JobState::Splitting, "{waiting:#?}");
+    assert_eq!(alice.pool("mine").await.unwrap().queued_tasks, 1);
+    assert_api_error(
+        alice.delete_pool("mine").await,
+        409,
+        "conflict",
+        "has 1 unfinished jobs",
+    );
+
+    // A node registering with the pool's id runs it.
+    let service = svc.embedded.as_ref().unwrap().service.clone();
+    let node = node::start(
+        Arc::new(service.scheduler().clone()),
+        service.runtime().clone(),
+        NodeConfig {
+            node_id: "alice-node".into(),
+            pool: mine.id.clone(),
+            slots: 1,
+            work_dir: svc.dir.path().join("alice-node"),
+            heartbeat_interval: Duration::from_millis(200),
+            hostname: "elsewhere".into(),
+            address: "test".into(),
+            archive_limits: service.config().archive_limits.clone(),
+        },
+    )
+    .unwrap();
+    let done = crate::harness::wait(&alice, &waiting.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    let tasks = alice.tasks(&done.id, None, None, None).await.unwrap().tasks;
+    assert_eq!(tasks.iter().filter(|t| !t.name.starts_with('_')).count(), 2);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.node.as_deref() == Some("alice-node")),
+        "{tasks:#?}"
+    );
+    let shown = alice.pool("mine").await.unwrap();
+    assert_eq!(shown.nodes.len(), 1);
+    assert_eq!(
+        (shown.nodes[0].id.as_str(), shown.nodes[0].slots),
+        ("alice-node", 1)
+    );
+    assert!(shown.nodes[0].is_live());
+    assert_api_error(
+        alice.delete_pool("mine").await,
+        409,
+        "conflict",
+        "has 1 live nodes",
+    );
+
+    // Once its node has stopped, the pool can go; its jobs stay.
+    node.stop().await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the node to be offline",
+        || async { (!alice.pool("mine").await.unwrap().nodes[0].is_live()).then_some(()) },
+    )
+    .await;
+    alice.delete_pool("mine").await.unwrap();
+    assert_api_error(
+        alice.pool("mine").await,
+        404,
+        "not_found",
+        "pool `mine` was not found",
+    );
+    assert_eq!(alice.job(&done.id).await.unwrap().pool, "mine");
+    assert_eq!(bob.pool("mine").await.unwrap().id, "bob/mine");
+    // A node cannot join a pool that does not exist (any more).
+    let refused = service
+        .scheduler()
+        .register(NodeRegistration {
+            node_id: "late".into(),
+            pool: mine.id.clone(),
+            hostname: "elsewhere".into(),
+            address: "test".into(),
+            slots: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.to_string(), "pool `alice/mine` was not found");
+    svc.stop().await;
+}
