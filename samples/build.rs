@@ -78,6 +78,11 @@ const FIXTURES: &[Fixture] = &[
         artifact: "tessera_fixture_hostile_processor.wasm",
     },
     Fixture {
+        dir: "greedy-processor",
+        package: "tessera-fixture-greedy-processor",
+        artifact: "tessera_fixture_greedy_processor.wasm",
+    },
+    Fixture {
         dir: "echo-command",
         package: "tessera-fixture-echo-command",
         artifact: "echo-command.wasm",

@@ -118,6 +118,10 @@ pub mod fixtures {
     pub const HOSTILE_PROCESSOR: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/hostile-processor.wasm"));
 
+    /// A processor whose linear memory is declared at 1 GiB.
+    pub const GREEDY_PROCESSOR: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/greedy-processor.wasm"));
+
     /// A WASI command that echoes its arguments, for `run_program`.
     pub const ECHO_COMMAND: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/echo-command.wasm"));
 

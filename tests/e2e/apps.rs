@@ -133,6 +133,19 @@ fn refusals() -> Vec<Refusal> {
     lying.size = 100;
     let mut lying_entries = hostile_entries(&[], &[]);
     lying_entries[1] = lying;
+    // 100,000 entries need a ZIP64 directory, which the zip crate writes.
+    let tiny_names: Vec<String> = (0..100_000).map(|i| format!("tiny/{i}")).collect();
+    let mut tiny: Vec<(&str, &[u8])> = vec![
+        ("assembly.toml", HOSTILE_ASSEMBLY_TOML.as_bytes()),
+        ("splitter.wasm", HOSTILE_SPLITTER),
+        ("processor.wasm", HOSTILE_PROCESSOR),
+    ];
+    tiny.extend(tiny_names.iter().map(|n| (n.as_str(), &b"x"[..])));
+    // Each below the 16 MiB entry limit, together past the 40 MiB total.
+    let block = vec![0u8; 14 << 20];
+    let thick: Vec<RawEntry> = (0..3)
+        .map(|i| RawEntry::stored(&format!("block{i}.bin"), &block))
+        .collect();
     let manifest_dir_entries = vec![
         RawEntry::stored("app/assembly.toml", HOSTILE_ASSEMBLY_TOML.as_bytes()),
         RawEntry::stored("app/splitter.wasm", HOSTILE_SPLITTER),
@@ -180,6 +193,20 @@ fn refusals() -> Vec<Refusal> {
             413,
             "too_large",
             "entry `zeros.bin` (33554432 bytes) is larger than the limit of 16777216 bytes",
+        ),
+        refusal(
+            "100,000 tiny entries",
+            zip_of(&tiny),
+            413,
+            "too_many_entries",
+            "the archive has 100003 entries; at most 10000 are allowed",
+        ),
+        refusal(
+            "entries that together expand past the total limit",
+            raw_zip(&hostile_entries(&[], &thick)),
+            413,
+            "too_large",
+            "the archive's expanded contents",
         ),
         refusal(
             "an entry that compresses like a zip bomb",
@@ -292,6 +319,7 @@ async fn refused_publishes_explain_why_and_store_nothing() {
     let mut svc = TestService::start_with(1, |c| {
         c.archive_limits = ArchiveLimits {
             max_entry_size: 16 << 20,
+            max_total_size: 40 << 20,
             ..ArchiveLimits::default()
         };
     })

@@ -342,3 +342,36 @@ async fn a_plan_with_huge_task_parameters_is_refused() {
     assert_eq!(split.task.attempts, 1, "an invalid plan is not retried");
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_declaring_more_memory_than_its_limit_fails_before_it_runs() {
+    use tessera_samples::fixtures::{GREEDY_PROCESSOR, HOSTILE_ASSEMBLY_TOML, HOSTILE_SPLITTER};
+    let mut svc = service().await;
+    svc.publish_sample("montecarlo").await;
+    let assembly = crate::harness::zip_of(&[
+        ("assembly.toml", HOSTILE_ASSEMBLY_TOML.as_bytes()),
+        ("splitter.wasm", HOSTILE_SPLITTER),
+        ("processor.wasm", GREEDY_PROCESSOR),
+    ]);
+    svc.client
+        .publish_bytes("greedy", assembly, None)
+        .await
+        .unwrap();
+    let job = svc
+        .run(SubmitJob {
+            app: "greedy".into(),
+            ..plan_job(json!([{"name": "a", "params": {"behaviour": "ok"}}]), false)
+        })
+        .await;
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let task = svc.client.task(&job.id, "a").await.unwrap().task;
+    assert_failure(
+        task.failure.as_ref(),
+        FailureKind::MemoryLimit,
+        "memory limit of 256 MiB",
+        "greedy",
+    );
+    assert!(svc.client.outputs(&job.id).await.unwrap().is_empty());
+    assert_still_healthy(&svc).await;
+    svc.stop().await;
+}
