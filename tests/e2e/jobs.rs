@@ -186,7 +186,7 @@ async fn job_inputs_reach_the_splitter_and_each_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submissions_are_checked_before_anything_is_stored() {
-    let mut svc = TestService::start(0).await;
+    let mut svc = TestService::start(1).await;
     svc.publish_hostile(&[]).await;
     svc.publish_sample("montecarlo").await;
     let known = svc
@@ -299,29 +299,41 @@ async fn submissions_are_checked_before_anything_is_stored() {
                 pool: Some("gpu".into()),
                 ..hostile_job(json!({}))
             },
-            400,
-            "invalid_request",
-            "pool `gpu` does not exist; this service has the pool `local`".into(),
+            404,
+            "not_found",
+            "pool `gpu` was not found".into(),
         ),
     ];
     for (request, status, code, message) in cases {
         assert_api_error(c.submit(&request).await, status, code, &message);
     }
 
-    let raw = |body: &'static str, content_type: &'static str| {
+    let raw = |body: &str, content_type: &'static str| {
         c.execute(
             c.raw(reqwest::Method::POST, "/v1/jobs")
                 .header("content-type", content_type)
-                .body(body),
+                .body(body.to_owned()),
         )
     };
+    // Past the 4 MiB limit of JSON bodies.
+    let oversize = format!(
+        "{{\"app\": \"hostile\", \"parameters\": {{\"plan\": \"{}\"}}}}",
+        "x".repeat(5 << 20)
+    );
     for (body, content_type, status, code, message) in [
         (
             "{\"app\": \"hostile\"",
             "application/json",
             400,
             "invalid_json",
-            "",
+            "Failed to parse the request body as JSON",
+        ),
+        (
+            "{\"app\": 7}",
+            "application/json",
+            400,
+            "invalid_body",
+            "app: invalid type: integer `7`, expected a string",
         ),
         (
             "{\"app\": \"hostile\", \"colour\": 1}",
@@ -342,7 +354,14 @@ async fn submissions_are_checked_before_anything_is_stored() {
             "text/plain",
             415,
             "unsupported_media_type",
-            "",
+            "Expected request with `Content-Type: application/json`",
+        ),
+        (
+            oversize.as_str(),
+            "application/json",
+            413,
+            "too_large",
+            "length limit exceeded",
         ),
     ] {
         let response = raw(body, content_type).await.unwrap();
@@ -357,6 +376,30 @@ async fn submissions_are_checked_before_anything_is_stored() {
 
     let page = c.jobs(None, None, None).await.unwrap();
     assert!(page.jobs.is_empty(), "no job was created: {page:#?}");
+
+    // The service still runs a normal job, and names that climb out of a
+    // job's outputs or the file store find nothing.
+    let job = svc
+        .run(plan_job(
+            json!([{"name": "a", "params": {"behaviour": "ok"}}]),
+            false,
+        ))
+        .await;
+    assert_eq!(job.state, JobState::Completed, "{job:#?}");
+    assert_eq!(output_text(c, &job.id, Some("a"), "ok.txt").await, "a");
+    let id = &job.id;
+    for (method, path, status, code) in [
+        ("GET", format!("/v1/jobs/{id}/outputs/..%2F..%2Fstate.db"), 404, "not_found"),
+        ("GET", format!("/v1/jobs/{id}/tasks/a/outputs/..%2Fok.txt"), 404, "not_found"),
+        ("GET", format!("/v1/jobs/{id}/tasks/..%2F..%2Fa/outputs/ok.txt"), 404, "not_found"),
+        ("PUT", "/v1/files/..%2F..%2Fstate.db".to_owned(), 400, "invalid_digest"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = c.execute(c.raw(method, &path).body("x")).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(error["code"], code, "{path}: {error}");
+    }
     svc.stop().await;
 }
 

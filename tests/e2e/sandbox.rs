@@ -127,6 +127,16 @@ async fn misbehaving_processors_fail_only_their_own_task() {
     );
     let flood = c.task(&job.id, "flood").await.unwrap();
     assert_eq!(flood.attempt_history[0].stdout_size, 1 << 20);
+    // Failed attempts leave no outputs behind.
+    let mut with_outputs: Vec<String> = c
+        .outputs(&job.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|o| o.task)
+        .collect();
+    with_outputs.dedup();
+    assert_eq!(with_outputs, ["write-outside", "read-outside"]);
     let oom = c.task(&job.id, "oom").await.unwrap();
     assert!(oom.attempt_history[0].peak_memory <= 256 << 20);
 
@@ -325,21 +335,32 @@ async fn misbehaving_splitters_and_merges_fail_their_job_with_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plan_with_huge_task_parameters_is_refused() {
-    // Building 64 MiB of parameters takes more than the usual 256 MiB.
-    let mut svc = TestService::start_with(1, |c| c.scheduler.task_memory_bytes = 1 << 30).await;
+async fn plans_with_millions_of_tasks_or_huge_parameters_are_refused() {
+    // Building a million tasks or 64 MiB of parameters takes more than the
+    // usual 256 MiB; the job limit is the default million tasks.
+    let mut svc = TestService::start_with(2, |c| c.scheduler.task_memory_bytes = 1 << 30).await;
     svc.publish_hostile(&[]).await;
-    let job = svc.run(hostile_job(json!({"mode": "huge-params"}))).await;
-    assert_eq!(job.state, JobState::Failed, "{job:#?}");
-    assert_failure(
-        job.failure.as_ref(),
-        FailureKind::InvalidPlan,
-        "the splitter returned an invalid plan: task `huge` has 67108892 bytes of parameters; at most 65536 are allowed",
-        "huge-params",
-    );
-    assert_eq!(job.progress.total, 0);
-    let split = svc.client.task(&job.id, "_split").await.unwrap();
-    assert_eq!(split.task.attempts, 1, "an invalid plan is not retried");
+    svc.publish_sample("montecarlo").await;
+    for (what, parameters, message) in [
+        (
+            "huge-params",
+            json!({"mode": "huge-params"}),
+            "the splitter returned an invalid plan: task `huge` has 67108892 bytes of parameters; at most 65536 are allowed",
+        ),
+        (
+            "over a million",
+            json!({"mode": "many", "count": 1_000_001}),
+            "the splitter returned an invalid plan: it has 1000001 tasks; a job may have at most 1000000",
+        ),
+    ] {
+        let job = svc.run(hostile_job(parameters)).await;
+        assert_eq!(job.state, JobState::Failed, "{what}: {job:#?}");
+        assert_failure(job.failure.as_ref(), FailureKind::InvalidPlan, message, what);
+        assert_eq!(job.progress.total, 0, "{what}: no task was created");
+        let split = svc.client.task(&job.id, "_split").await.unwrap();
+        assert_eq!(split.task.attempts, 1, "{what}: an invalid plan is not retried");
+    }
+    assert_still_healthy(&svc).await;
     svc.stop().await;
 }
 

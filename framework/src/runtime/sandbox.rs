@@ -133,8 +133,13 @@ impl Guard {
         }
     }
 
-    /// Installs this guard's limiter and epoch callback on a store.
+    /// Installs this guard's limiter and epoch callback on a store, and
+    /// lets one call hand the host as much data as the guest's memory may
+    /// hold (wasmtime's default of 128 MiB is less than a plan of a
+    /// million tasks).
     pub(super) fn install<T: Send + 'static>(store: &mut Store<T>, get: fn(&mut T) -> &mut Guard) {
+        let memory = get(store.data_mut()).limits.memory_bytes;
+        store.set_hostcall_fuel(usize::try_from(memory.max(128 << 20)).unwrap_or(usize::MAX));
         store.limiter(move |t| get(t) as &mut dyn ResourceLimiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| Ok(get(ctx.data_mut()).on_tick()));
