@@ -389,10 +389,30 @@ async fn submissions_are_checked_before_anything_is_stored() {
     assert_eq!(output_text(c, &job.id, Some("a"), "ok.txt").await, "a");
     let id = &job.id;
     for (method, path, status, code) in [
-        ("GET", format!("/v1/jobs/{id}/outputs/..%2F..%2Fstate.db"), 404, "not_found"),
-        ("GET", format!("/v1/jobs/{id}/tasks/a/outputs/..%2Fok.txt"), 404, "not_found"),
-        ("GET", format!("/v1/jobs/{id}/tasks/..%2F..%2Fa/outputs/ok.txt"), 404, "not_found"),
-        ("PUT", "/v1/files/..%2F..%2Fstate.db".to_owned(), 400, "invalid_digest"),
+        (
+            "GET",
+            format!("/v1/jobs/{id}/outputs/..%2F..%2Fstate.db"),
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            format!("/v1/jobs/{id}/tasks/a/outputs/..%2Fok.txt"),
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            format!("/v1/jobs/{id}/tasks/..%2F..%2Fa/outputs/ok.txt"),
+            404,
+            "not_found",
+        ),
+        (
+            "PUT",
+            "/v1/files/..%2F..%2Fstate.db".to_owned(),
+            400,
+            "invalid_digest",
+        ),
     ] {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let response = c.execute(c.raw(method, &path).body("x")).await.unwrap();

@@ -355,10 +355,18 @@ async fn plans_with_millions_of_tasks_or_huge_parameters_are_refused() {
     ] {
         let job = svc.run(hostile_job(parameters)).await;
         assert_eq!(job.state, JobState::Failed, "{what}: {job:#?}");
-        assert_failure(job.failure.as_ref(), FailureKind::InvalidPlan, message, what);
+        assert_failure(
+            job.failure.as_ref(),
+            FailureKind::InvalidPlan,
+            message,
+            what,
+        );
         assert_eq!(job.progress.total, 0, "{what}: no task was created");
         let split = svc.client.task(&job.id, "_split").await.unwrap();
-        assert_eq!(split.task.attempts, 1, "{what}: an invalid plan is not retried");
+        assert_eq!(
+            split.task.attempts, 1,
+            "{what}: an invalid plan is not retried"
+        );
     }
     assert_still_healthy(&svc).await;
     svc.stop().await;

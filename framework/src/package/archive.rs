@@ -1811,78 +1811,84 @@ mod tests {
         ])
     }
 
-    proptest! {
-        #[test]
-        fn accepted_paths_never_escape_the_root(
-            parts in proptest::collection::vec(
-                prop_oneof![
-                    Just(".."), Just("."), Just(""), Just("a"), Just("bc"), Just("\\"),
-                    Just("C:"), Just("c:x"), Just("/"), Just("é"), Just("\0"), Just(" "),
-                ],
-                0..8,
-            ),
-            separators in proptest::collection::vec(prop_oneof![Just("/"), Just("\\"), Just("")], 8),
-            anything in ".{0,40}",
-        ) {
-            let mut joined = String::new();
-            for (part, sep) in parts.iter().zip(&separators) {
-                joined.push_str(part);
-                joined.push_str(sep);
-            }
-            for name in [joined.as_str(), anything.as_str()] {
-                if let Ok(normal) = check_relative_path(name) {
-                    // No part of the original, split either way, climbs up or starts at a root.
-                    prop_assert!(!name.split(['/', '\\']).any(|c| c == ".."), "{name:?}");
-                    prop_assert!(!name.starts_with(['/', '\\']), "{name:?}");
-                    // The result is a plain relative path, and normalising is idempotent.
-                    prop_assert!(Path::new(&normal)
-                        .components()
-                        .all(|c| matches!(c, std::path::Component::Normal(_))));
-                    prop_assert!(!normal.contains('\\') && !normal.contains('\0'));
-                    prop_assert!(!normal.split('/').any(|c| c.is_empty() || c == "." || c == ".."));
-                    prop_assert_eq!(check_relative_path(&normal).ok(), Some(normal.clone()));
+    /// Property tests of what parses untrusted input; `.ci/run` runs them
+    /// again with many more cases.
+    mod fuzz {
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn accepted_paths_never_escape_the_root(
+                parts in proptest::collection::vec(
+                    prop_oneof![
+                        Just(".."), Just("."), Just(""), Just("a"), Just("bc"), Just("\\"),
+                        Just("C:"), Just("c:x"), Just("/"), Just("é"), Just("\0"), Just(" "),
+                    ],
+                    0..8,
+                ),
+                separators in proptest::collection::vec(prop_oneof![Just("/"), Just("\\"), Just("")], 8),
+                anything in ".{0,40}",
+            ) {
+                let mut joined = String::new();
+                for (part, sep) in parts.iter().zip(&separators) {
+                    joined.push_str(part);
+                    joined.push_str(sep);
                 }
-            }
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            let fx = Fixture::new(&bytes);
-            let _ = inspect(&fx.zip, &defaults());
-        }
-
-        #[test]
-        fn a_damaged_archive_never_panics_and_never_leaves_a_partial_extraction(
-            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
-            cut in proptest::option::of(any::<prop::sample::Index>()),
-        ) {
-            let mut bytes = seed_zip();
-            for (at, byte) in edits {
-                let at = at.index(bytes.len());
-                bytes[at] = byte;
-            }
-            if let Some(cut) = cut {
-                let at = cut.index(bytes.len());
-                bytes.truncate(at);
-            }
-            let fx = Fixture::new(&bytes);
-            let inspected = inspect(&fx.zip, &defaults());
-            match extract(&fx.zip, &fx.out, &defaults()) {
-                Ok(entries) => {
-                    prop_assert!(inspected.is_ok());
-                    for entry in entries.iter().filter(|e| !e.is_dir) {
-                        let meta = fs::metadata(fx.out.join(&entry.path));
-                        prop_assert_eq!(meta.map(|m| m.len()).ok(), Some(entry.size));
+                for name in [joined.as_str(), anything.as_str()] {
+                    if let Ok(normal) = check_relative_path(name) {
+                        // No part of the original, split either way, climbs up or starts at a root.
+                        prop_assert!(!name.split(['/', '\\']).any(|c| c == ".."), "{name:?}");
+                        prop_assert!(!name.starts_with(['/', '\\']), "{name:?}");
+                        // The result is a plain relative path, and normalising is idempotent.
+                        prop_assert!(Path::new(&normal)
+                            .components()
+                            .all(|c| matches!(c, std::path::Component::Normal(_))));
+                        prop_assert!(!normal.contains('\\') && !normal.contains('\0'));
+                        prop_assert!(!normal.split('/').any(|c| c.is_empty() || c == "." || c == ".."));
+                        prop_assert_eq!(check_relative_path(&normal).ok(), Some(normal.clone()));
                     }
                 }
-                Err(_) => prop_assert_eq!(fx.extracted(), Vec::<String>::new()),
             }
-            let mut siblings: Vec<_> = fs::read_dir(fx.dir.path())
-                .map_err(|e| TestCaseError::fail(e.to_string()))?
-                .filter_map(|c| c.ok().map(|c| c.file_name()))
-                .collect();
-            siblings.sort();
-            prop_assert_eq!(siblings, ["archive.zip", "out"]);
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let fx = Fixture::new(&bytes);
+                let _ = inspect(&fx.zip, &defaults());
+            }
+
+            #[test]
+            fn a_damaged_archive_never_panics_and_never_leaves_a_partial_extraction(
+                edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+                cut in proptest::option::of(any::<prop::sample::Index>()),
+            ) {
+                let mut bytes = seed_zip();
+                for (at, byte) in edits {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
+                if let Some(cut) = cut {
+                    let at = cut.index(bytes.len());
+                    bytes.truncate(at);
+                }
+                let fx = Fixture::new(&bytes);
+                let inspected = inspect(&fx.zip, &defaults());
+                match extract(&fx.zip, &fx.out, &defaults()) {
+                    Ok(entries) => {
+                        prop_assert!(inspected.is_ok());
+                        for entry in entries.iter().filter(|e| !e.is_dir) {
+                            let meta = fs::metadata(fx.out.join(&entry.path));
+                            prop_assert_eq!(meta.map(|m| m.len()).ok(), Some(entry.size));
+                        }
+                    }
+                    Err(_) => prop_assert_eq!(fx.extracted(), Vec::<String>::new()),
+                }
+                let mut siblings: Vec<_> = fs::read_dir(fx.dir.path())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?
+                    .filter_map(|c| c.ok().map(|c| c.file_name()))
+                    .collect();
+                siblings.sort();
+                prop_assert_eq!(siblings, ["archive.zip", "out"]);
+            }
         }
     }
 }

@@ -616,25 +616,31 @@ default = true
         );
     }
 
-    proptest::proptest! {
-        /// Any text, and any mutation of a valid manifest, either parses or
-        /// is refused with an `invalid_manifest` message; never a panic.
-        #[test]
-        fn arbitrary_manifests_never_panic(
-            text in ".{0,400}",
-            at in proptest::prelude::any::<proptest::sample::Index>(),
-            insert in "[\\[\\]=\"a-z0-9 .\n-]{0,12}",
-        ) {
-            for candidate in [text.clone(), {
-                let mut full = FULL.to_string();
-                let i = at.index(full.len());
-                let i = (0..=i).rev().find(|&i| full.is_char_boundary(i)).unwrap_or(0);
-                full.insert_str(i, &insert);
-                full
-            }] {
-                if let Err(e) = parse_manifest(&candidate) {
-                    proptest::prop_assert_eq!(e.kind(), "invalid_manifest");
-                    proptest::prop_assert!(!e.to_string().is_empty());
+    /// Property tests of what parses untrusted input; `.ci/run` runs them
+    /// again with many more cases.
+    mod fuzz {
+        use super::*;
+
+        proptest::proptest! {
+            /// Any text, and any mutation of a valid manifest, either parses or
+            /// is refused with an `invalid_manifest` message; never a panic.
+            #[test]
+            fn arbitrary_manifests_never_panic(
+                text in ".{0,400}",
+                at in proptest::prelude::any::<proptest::sample::Index>(),
+                insert in "[\\[\\]=\"a-z0-9 .\n-]{0,12}",
+            ) {
+                for candidate in [text.clone(), {
+                    let mut full = FULL.to_string();
+                    let i = at.index(full.len());
+                    let i = (0..=i).rev().find(|&i| full.is_char_boundary(i)).unwrap_or(0);
+                    full.insert_str(i, &insert);
+                    full
+                }] {
+                    if let Err(e) = parse_manifest(&candidate) {
+                        proptest::prop_assert_eq!(e.kind(), "invalid_manifest");
+                        proptest::prop_assert!(!e.to_string().is_empty());
+                    }
                 }
             }
         }
