@@ -161,16 +161,8 @@ impl Service {
                 return Err(Error::Invalid(format!("input name `{name}` is used twice")));
             }
             let size = self
-                .inner
-                .store
-                .file_size(account, &input.sha256)
-                .await?
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "input `{name}`: no uploaded file has sha256 {}; upload it first (PUT /v1/files/{})",
-                        input.sha256, input.sha256
-                    ))
-                })?;
+                .uploaded_size(account, &input.sha256, format!("input `{name}`"))
+                .await?;
             out.push(JobInput {
                 name,
                 sha256: input.sha256,

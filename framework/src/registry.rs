@@ -159,6 +159,54 @@ impl Service {
         self.inner.store.missing_files(account, digests).await
     }
 
+    /// Publishes a new version of application `name` from files the
+    /// account has uploaded (`PUT /v1/files/{sha256}`): the cloud assembly
+    /// and optionally the application image, named by their sha256. Each is
+    /// copied from the file store to a local spool for checking, so large
+    /// images never pass through a request body twice.
+    pub async fn publish_uploaded(
+        &self,
+        account: &str,
+        name: &str,
+        assembly: &Digest,
+        image: Option<&Digest>,
+    ) -> Result<AppVersion, Error> {
+        check_app_name(name)?;
+        let spool = |what: &'static str, digest: Digest| async move {
+            self.uploaded_size(account, &digest, what).await?;
+            let blobs = &self.inner.blobs;
+            blobs
+                .spool(blobs.get_stream(&digest).await?, u64::MAX)
+                .await
+        };
+        let assembly = spool("the cloud assembly", *assembly).await?;
+        let image = match image {
+            Some(digest) => Some(spool("the application image", *digest).await?),
+            None => None,
+        };
+        self.publish(account, name, image.as_ref(), &assembly).await
+    }
+
+    /// The size of a file the account uploaded; an error naming `what` the
+    /// file is for, its digest and how to upload it if the account has no
+    /// such file.
+    pub(crate) async fn uploaded_size(
+        &self,
+        account: &str,
+        digest: &Digest,
+        what: impl std::fmt::Display,
+    ) -> Result<u64, Error> {
+        self.inner
+            .store
+            .file_size(account, digest)
+            .await?
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{what}: no uploaded file has sha256 {digest}; upload it first (PUT /v1/files/{digest})"
+                ))
+            })
+    }
+
     /// Stores an uploaded file for the account. When the client named the
     /// digest it expects, a mismatch refuses the upload and stores nothing.
     /// Returns whether the account did not have the file before.

@@ -19,7 +19,7 @@ use tessera_framework::model::{
 use tessera_framework::pools::{NewPool, Pool};
 use tokio::io::AsyncWriteExt;
 
-use crate::server::{AppDetail, DigestList, ErrorBody, MissingFiles};
+use crate::server::{AppDetail, DigestList, ErrorBody, MissingFiles, PublishFiles};
 
 /// What can go wrong talking to the service.
 #[derive(Debug, thiserror::Error)]
@@ -266,23 +266,37 @@ impl Client {
         Ok(())
     }
 
-    /// Publishes a new version of an application.
+    /// Publishes a new version of an application from zips on disk: uploads
+    /// each (streamed, skipped when the service already has it for this
+    /// account), then publishes them by their sha256.
     pub async fn publish(
         &self,
         name: &str,
         assembly: &Path,
         image: Option<&Path>,
     ) -> Result<AppVersion, ClientError> {
-        let mut form = reqwest::multipart::Form::new().part("assembly", file_part(assembly).await?);
-        if let Some(image) = image {
-            form = form.part("image", file_part(image).await?);
-        }
+        let assembly = self.upload_file(assembly).await?.sha256;
+        let image = match image {
+            Some(image) => Some(self.upload_file(image).await?.sha256),
+            None => None,
+        };
+        self.publish_uploaded(name, assembly, image).await
+    }
+
+    /// Publishes a new version of an application from files already
+    /// uploaded by this account.
+    pub async fn publish_uploaded(
+        &self,
+        name: &str,
+        assembly: Digest,
+        image: Option<Digest>,
+    ) -> Result<AppVersion, ClientError> {
         self.json(
             self.request(
                 Method::POST,
                 &format!("/v1/apps/{}/versions", segment(name)),
             )
-            .multipart(form),
+            .json(&PublishFiles { assembly, image }),
         )
         .await
     }
@@ -654,26 +668,6 @@ fn segment(s: &str) -> String {
         }
     }
     out
-}
-
-async fn file_part(path: &Path) -> Result<reqwest::multipart::Part, ClientError> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(ClientError::io(format!("opening {}", path.display())))?;
-    let size = file
-        .metadata()
-        .await
-        .map_err(ClientError::io(format!("reading {}", path.display())))?
-        .len();
-    let name = path.file_name().map_or_else(
-        || "file.zip".to_owned(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    Ok(reqwest::multipart::Part::stream_with_length(
-        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file)),
-        size,
-    )
-    .file_name(name))
 }
 
 /// Streams a response body into a file, atomically.

@@ -490,12 +490,40 @@ async fn show_version(
     ))
 }
 
+/// A publish by reference: the sha256 of files the account uploaded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishFiles {
+    /// The cloud assembly zip.
+    pub assembly: Digest,
+    /// The application image zip.
+    #[serde(default)]
+    pub image: Option<Digest>,
+}
+
+/// Publishes from a JSON body naming uploaded files, or from a multipart
+/// form carrying the zips.
 async fn publish(
     State(service): State<Service>,
     Account(account): Account,
     PathParams(name): PathParams<String>,
     request: Request,
 ) -> ApiResult<(StatusCode, Json<tessera_framework::model::AppVersion>)> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        // This route streams, so the JSON limit is applied here.
+        let request =
+            request.map(|body| Body::new(http_body_util::Limited::new(body, MAX_JSON_BODY)));
+        let JsonBody(files) = JsonBody::<PublishFiles>::from_request(request, &()).await?;
+        let version = service
+            .publish_uploaded(&account, &name, &files.assembly, files.image.as_ref())
+            .await?;
+        return Ok((StatusCode::CREATED, Json(version)));
+    }
     let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;

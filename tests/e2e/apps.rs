@@ -474,3 +474,88 @@ async fn an_image_whose_headers_lie_is_refused_at_publish() {
     assert!(files_under(&svc.dir.path().join("files")).is_empty());
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_uploaded_files_by_reference_needs_the_accounts_own_files() {
+    use tessera_framework::accounts::Quotas;
+    let mut svc = TestService::start(1).await;
+    let alice = svc.account("alice", Quotas::default()).await;
+    let bob = svc.account("bob", Quotas::default()).await;
+    let assembly = hostile_assembly();
+    let image = zip_of(&[("data/readme.txt", b"alice's image")]);
+    let dir = tempfile::tempdir().unwrap();
+    let (assembly_path, image_path) = (dir.path().join("a.zip"), dir.path().join("i.zip"));
+    std::fs::write(&assembly_path, &assembly).unwrap();
+    std::fs::write(&image_path, &image).unwrap();
+
+    // The client uploads both files, then publishes them by their sha256.
+    let version = alice
+        .publish("byref", &assembly_path, Some(&image_path))
+        .await
+        .unwrap();
+    assert_eq!(version.version, 1);
+    assert_eq!(version.assembly.sha256, Digest::of(&assembly));
+    assert_eq!(version.image.as_ref().unwrap().sha256, Digest::of(&image));
+    let job = crate::harness::wait(
+        &alice,
+        &alice
+            .submit(&tessera_framework::jobs::SubmitJob {
+                app: "byref".into(),
+                ..plan_job(json!([{"name": "a", "params": {"behaviour": "ok"}}]), false)
+            })
+            .await
+            .unwrap()
+            .id,
+    )
+    .await;
+    assert_eq!(job.state, JobState::Completed, "{job:#?}");
+
+    // Bob cannot publish Alice's files by naming them, even holding the
+    // same assembly himself; a file that is not a zip is refused; nothing
+    // is published.
+    let his = bob
+        .upload_bytes(assembly.clone().into())
+        .await
+        .unwrap()
+        .sha256;
+    let image_digest = Digest::of(&image);
+    assert_api_error(
+        bob.publish_uploaded("byref", his, Some(image_digest)).await,
+        400,
+        "invalid_request",
+        &format!(
+            "the application image: no uploaded file has sha256 {image_digest}; upload it first"
+        ),
+    );
+    let junk = bob
+        .upload_bytes(b"not a zip".to_vec().into())
+        .await
+        .unwrap()
+        .sha256;
+    assert_api_error(
+        bob.publish_uploaded("byref", junk, None).await,
+        400,
+        "not_a_zip",
+        "not a readable zip archive",
+    );
+    let response = bob
+        .execute(
+            bob.raw(reqwest::Method::POST, "/v1/apps/byref/versions")
+                .json(&json!({"assembly": "not-a-digest"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "invalid_body", "{error}");
+    assert!(bob.apps().await.unwrap().is_empty());
+    // With the file his own, he publishes.
+    assert_eq!(
+        bob.publish_uploaded("byref", his, None)
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+    svc.stop().await;
+}
