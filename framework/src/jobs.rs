@@ -270,6 +270,12 @@ impl Service {
             )));
         }
         let mut tx = self.inner.store.begin().await?;
+        if !tx.pool_exists(&job.pool).await? {
+            return Err(Error::Conflict(format!(
+                "job {id} ran on the pool `{}`, which has been deleted; submit it again on another pool",
+                crate::pools::pool_name(&job.pool)
+            )));
+        }
         let steps = tx
             .current_tasks(id, &[0, job.task_count as i64 + 1])
             .await?;

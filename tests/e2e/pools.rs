@@ -163,6 +163,18 @@ async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
             .all(|t| t.node.as_deref() == Some("alice-node")),
         "{tasks:#?}"
     );
+    let failing = alice
+        .submit(&SubmitJob {
+            pool: Some("mine".into()),
+            ..plan_job(
+                json!([{"name": "x", "params": {"behaviour": "guest-error"}}]),
+                false,
+            )
+        })
+        .await
+        .unwrap();
+    let failing = crate::harness::wait(&alice, &failing.id).await;
+    assert_eq!(failing.state, JobState::Failed, "{failing:#?}");
     let shown = alice.pool("mine").await.unwrap();
     assert_eq!(shown.nodes.len(), 1);
     assert_eq!(
@@ -193,6 +205,13 @@ async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
         "pool `mine` was not found",
     );
     assert_eq!(alice.job(&done.id).await.unwrap().pool, "mine");
+    // A failed job of a deleted pool cannot be run again there.
+    assert_api_error(
+        alice.reprocess(&failing.id).await,
+        409,
+        "conflict",
+        "ran on the pool `mine`, which has been deleted",
+    );
     assert_eq!(bob.pool("mine").await.unwrap().id, "bob/mine");
     // A node cannot join a pool that does not exist (any more).
     let refused = service
