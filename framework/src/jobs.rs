@@ -269,6 +269,7 @@ impl Service {
                 job.state
             )));
         }
+        self.check_pending_jobs_quota(account).await?;
         let mut tx = self.inner.store.begin().await?;
         if !tx.pool_exists(&job.pool).await? {
             return Err(Error::Conflict(format!(

@@ -458,6 +458,14 @@ async fn quotas_refuse_what_goes_over_and_say_which() {
     );
     erin.cancel(&first.id).await.unwrap();
     erin.submit(&job).await.unwrap();
+    // Running a finished job again makes it unfinished: the quota holds.
+    assert_api_error(
+        erin.reprocess(&first.id).await,
+        429,
+        "quota_exceeded",
+        "its quota max_pending_jobs is 1",
+    );
+    assert_eq!(erin.job(&first.id).await.unwrap().state, JobState::Cancelled);
 
     erin.upload_bytes(vec![1u8; 60_000].into()).await.unwrap();
     let big = vec![2u8; 60_000];
