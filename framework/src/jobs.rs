@@ -133,6 +133,13 @@ impl Service {
         };
         let split = NewTask::step(0, SPLIT_TASK, TaskKind::Split);
         let mut tx = self.inner.store.begin().await?;
+        // The pool may have been deleted since it was looked up.
+        if !tx.pool_exists(&pool).await? {
+            return Err(Error::not_found(
+                "pool",
+                crate::pools::pool_name(&pool).to_owned(),
+            ));
+        }
         tx.insert_job(&job).await?;
         tx.insert_tasks(&job.id, &pool, &[split]).await?;
         tx.commit().await?;

@@ -465,7 +465,10 @@ async fn quotas_refuse_what_goes_over_and_say_which() {
         "quota_exceeded",
         "its quota max_pending_jobs is 1",
     );
-    assert_eq!(erin.job(&first.id).await.unwrap().state, JobState::Cancelled);
+    assert_eq!(
+        erin.job(&first.id).await.unwrap().state,
+        JobState::Cancelled
+    );
 
     erin.upload_bytes(vec![1u8; 60_000].into()).await.unwrap();
     let big = vec![2u8; 60_000];
