@@ -354,7 +354,28 @@ pub fn router(service: Service) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_idle_timeout,
         ))
+        .layer(axum::middleware::from_fn(close_after_refused_body))
         .with_state(service)
+}
+
+/// Ends the connection after an error answering a request that has a
+/// body: the body may not have been read to its end (a refused upload, an
+/// oversize JSON body), so the connection cannot carry another request, and
+/// `Connection: close` tells the client not to reuse it.
+async fn close_after_refused_body(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn create_account(
