@@ -164,7 +164,12 @@ impl Service {
     ) -> Result<String, Error> {
         match name {
             None => Ok(LOCAL_POOL.to_owned()),
-            Some(name) => Ok(self.pool(account, name).await?.id),
+            Some(name) => self
+                .inner
+                .store
+                .visible_pool_id(account, name)
+                .await?
+                .ok_or_else(|| Error::not_found("pool", name)),
         }
     }
 }

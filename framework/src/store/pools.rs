@@ -1,6 +1,7 @@
 //! Pools, their nodes and the work waiting for them.
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::Store;
 use crate::error::Error;
@@ -8,14 +9,10 @@ use crate::model::{now_ms, time_from_ms};
 use crate::pools::{Pool, PoolNode};
 
 impl Store {
-    /// The pools `account` sees (its own and the shared ones), by name, own
-    /// pools before shared ones of the same name; only those called `name`
-    /// if it is given.
-    pub(crate) async fn pools(
-        &self,
-        account: &str,
-        name: Option<&str>,
-    ) -> Result<Vec<Pool>, Error> {
+    /// The rows of the pools `account` sees (its own and the shared ones),
+    /// by name, own pools before shared ones of the same name; only those
+    /// called `name` if it is given.
+    async fn visible_pools(&self, account: &str, name: Option<&str>) -> Result<Vec<AnyRow>, Error> {
         let named = if name.is_some() { " AND name = $2" } else { "" };
         let sql = format!(
             "SELECT id, account, name, shared, created_at FROM pools \
@@ -25,7 +22,28 @@ impl Store {
         if let Some(name) = name {
             query = query.bind(name);
         }
-        let rows = query.fetch_all(&self.read).await?;
+        Ok(query.fetch_all(&self.read).await?)
+    }
+
+    /// The id of the pool `name` as `account` sees it (its own, else a
+    /// shared one).
+    pub(crate) async fn visible_pool_id(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> Result<Option<String>, Error> {
+        let rows = self.visible_pools(account, Some(name)).await?;
+        Ok(rows.first().map(|r| r.try_get("id")).transpose()?)
+    }
+
+    /// The pools `account` sees, as [`Store::visible_pools`] orders them,
+    /// with their nodes and work.
+    pub(crate) async fn pools(
+        &self,
+        account: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<Pool>, Error> {
+        let rows = self.visible_pools(account, name).await?;
         let mut pools = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("id")?;
