@@ -243,13 +243,7 @@ async fn unsigned_forged_tampered_and_stale_requests_are_refused_and_change_noth
     // Health checks need no signature; signed requests still work.
     svc.client.health().await.unwrap();
     svc.publish_hostile(&[]).await;
-    let job = svc
-        .run(plan_job(
-            json!([{"name": "a", "params": {"behaviour": "ok"}}]),
-            false,
-        ))
-        .await;
-    assert_eq!(job.state, JobState::Completed, "{job:#?}");
+    svc.assert_serves_a_normal_job().await;
     svc.stop().await;
 }
 

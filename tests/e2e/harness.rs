@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tessera_framework::accounts::{NewAccount, Quotas};
 use tessera_framework::jobs::SubmitJob;
-use tessera_framework::model::{AppVersion, Job};
+use tessera_framework::model::{AppVersion, Job, JobState};
 pub use tessera_framework::package::testzip::{RawEntry, build as raw_zip};
 use tessera_framework::service::ServiceConfig;
 use tessera_portal_api::client::{Client, ClientError};
@@ -87,6 +87,19 @@ impl TestService {
             .unwrap()
             .with_credentials(name, &keys.primary)
             .unwrap()
+    }
+
+    /// Runs a one-task job of the hostile app (published by the caller)
+    /// that must complete: the service still serves normal work.
+    pub async fn assert_serves_a_normal_job(&self) -> Job {
+        let job = self
+            .run(plan_job(
+                serde_json::json!([{"name": "a", "params": {"behaviour": "ok"}}]),
+                false,
+            ))
+            .await;
+        assert_eq!(job.state, JobState::Completed, "{job:#?}");
+        job
     }
 
     /// Submits a job and waits for it to finish.

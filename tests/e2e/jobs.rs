@@ -381,13 +381,7 @@ async fn submissions_are_checked_before_anything_is_stored() {
 
     // The service still runs a normal job, and names that climb out of a
     // job's outputs or the file store find nothing.
-    let job = svc
-        .run(plan_job(
-            json!([{"name": "a", "params": {"behaviour": "ok"}}]),
-            false,
-        ))
-        .await;
-    assert_eq!(job.state, JobState::Completed, "{job:#?}");
+    let job = svc.assert_serves_a_normal_job().await;
     assert_eq!(output_text(c, &job.id, Some("a"), "ok.txt").await, "a");
     let id = &job.id;
     for (method, path, status, code) in [
