@@ -76,6 +76,9 @@ pub enum Error {
     /// which.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// A node's conversation with its coordinator failed.
+    #[error(transparent)]
+    Node(#[from] crate::protocol::NodeError),
     /// The service is shutting down.
     #[error("the service is shutting down")]
     ShuttingDown,
@@ -100,6 +103,7 @@ impl Error {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::QuotaExceeded(_) => "quota_exceeded",
+            Self::Node(e) => e.code(),
             Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal_error",
         }
@@ -126,6 +130,7 @@ impl Error {
             | Self::Database(_)
             | Self::Migrate(_)
             | Self::Io(_)
+            | Self::Node(_)
             | Self::ShuttingDown
             | Self::Internal(_) => ErrorClass::Internal,
         }

@@ -104,6 +104,41 @@ text_enum! {
 }
 
 text_enum! {
+    /// Where a node is: `starting → idle ⇄ running → leaving → offline`, or
+    /// out of service with `start_task_failed` or `unusable` (still shown,
+    /// leased nothing).
+    NodeState {
+        /// Registered; its pool's start task is running.
+        Starting = "starting",
+        /// Ready, running nothing.
+        Idle = "idle",
+        /// Running attempts.
+        Running = "running",
+        /// Asked to leave: it finishes or releases what it holds, then
+        /// deregisters.
+        Leaving = "leaving",
+        /// Gone: it deregistered, or stopped answering.
+        Offline = "offline",
+        /// Its pool's start task failed; see the node's reason.
+        StartTaskFailed = "start_task_failed",
+        /// It cannot run tasks; see the node's reason.
+        Unusable = "unusable",
+    }
+}
+
+impl NodeState {
+    /// Whether the node is still part of its pool (anything but offline).
+    pub fn is_live(self) -> bool {
+        self != Self::Offline
+    }
+
+    /// Whether tasks may be leased to it.
+    pub fn takes_work(self) -> bool {
+        matches!(self, Self::Idle | Self::Running)
+    }
+}
+
+text_enum! {
     /// What a unit of work does.
     TaskKind {
         /// Runs the splitter (one per job).
@@ -329,6 +364,18 @@ pub struct Attempt {
     pub stderr_size: u64,
     /// Largest linear memory the guest grew to, in bytes.
     pub peak_memory: u64,
+    /// Wall-clock time of the guest call, in microseconds.
+    #[serde(default)]
+    pub wall_us: u64,
+    /// CPU time it used, in microseconds.
+    #[serde(default)]
+    pub cpu_us: u64,
+    /// Bytes it read.
+    #[serde(default)]
+    pub bytes_read: u64,
+    /// Bytes it wrote.
+    #[serde(default)]
+    pub bytes_written: u64,
 }
 
 /// A task with its attempts.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::{Caller, check_name};
 use crate::error::Error;
-use crate::model::LOCAL_POOL;
+use crate::model::{LOCAL_POOL, NodeState};
 use crate::service::Service;
 
 /// A pool, as the API shows it.
@@ -40,22 +40,34 @@ pub struct Pool {
 /// A node of a pool.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolNode {
-    /// The node's id.
+    /// The node's id (unique to one registration of an agent).
     pub id: String,
     /// The machine it runs on.
     pub hostname: String,
+    /// Where it can be reached, for operators.
+    pub address: String,
     /// Its task slots.
     pub slots: u64,
-    /// `starting`, `idle`, `busy`, `offline` or `removed`.
-    pub state: String,
-    /// When it was last heard from.
+    /// The memory it offers its tasks, in bytes.
+    pub memory_bytes: u64,
+    /// The Tessera version it runs.
+    pub version: String,
+    /// Where it is in its life.
+    pub state: NodeState,
+    /// Why it is `unusable` or `start_task_failed`.
+    pub reason: Option<String>,
+    /// Tasks running on it (or leased to it).
+    pub running_tasks: u64,
+    /// When it registered.
+    pub registered_at: DateTime<Utc>,
+    /// When it was last heard from (its last heartbeat).
     pub last_seen: DateTime<Utc>,
 }
 
 impl PoolNode {
-    /// Whether it is serving the pool (not offline or removed).
+    /// Whether it is still part of the pool (not offline).
     pub fn is_live(&self) -> bool {
-        matches!(self.state.as_str(), "starting" | "idle" | "busy")
+        self.state.is_live()
     }
 }
 

@@ -15,14 +15,13 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::error::Error;
+use crate::error::{Error, ErrorClass};
 use crate::model::{Failure, TaskKind};
 
-/// A node announcing itself.
+/// A node announcing itself. The coordinator answers with the node's id,
+/// unique to this registration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeRegistration {
-    /// The node's id, stable across its restarts.
-    pub node_id: String,
     /// The pool it serves.
     pub pool: String,
     /// Its host name.
@@ -31,6 +30,26 @@ pub struct NodeRegistration {
     pub address: String,
     /// How many tasks it runs at once.
     pub slots: u32,
+    /// The memory it offers its tasks, in bytes.
+    pub memory_bytes: u64,
+    /// The Tessera version it runs.
+    pub version: String,
+    /// The id this agent had before it restarted: that node's attempts are
+    /// released at once instead of when its silence is noticed.
+    #[serde(default)]
+    pub previous: Option<String>,
+    /// The handle of the node provider's allocation that started it (a
+    /// process, a Slurm job), so that the provider can match nodes to what
+    /// it started.
+    #[serde(default)]
+    pub agent: Option<String>,
+}
+
+/// The coordinator's answer to a registration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Registered {
+    /// The node's id until it stops: every later call names it.
+    pub node_id: String,
 }
 
 /// Identifies one attempt at one task; the attempt number is the fencing token.
@@ -140,15 +159,39 @@ pub struct SplitPlan {
     pub merge: bool,
 }
 
-/// A file an attempt wrote to `/output`, already stored.
+/// A file a node uploaded for one attempt: its content address and size as
+/// the coordinator computed them, and the coordinator's receipt, which
+/// binds the file to that node and attempt. A report may only name files
+/// with a valid receipt for its own attempt, so a node can never point a
+/// result at a file it did not produce (another account's, say).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uploaded {
+    /// Content address.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// The coordinator's proof that this node uploaded it for this attempt.
+    pub receipt: String,
+}
+
+/// A file an attempt wrote to `/output`, uploaded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputFile {
     /// Path under `/output`.
     pub path: String,
-    /// Content address.
-    pub digest: Digest,
-    /// Size.
-    pub size: u64,
+    /// The uploaded file.
+    pub file: Uploaded,
+}
+
+/// A split plan as a report carries it: in the report itself, or (when it
+/// is large) as an uploaded file holding its JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanRef {
+    /// The plan itself.
+    Inline(SplitPlan),
+    /// An uploaded file holding the plan as JSON.
+    Uploaded(Uploaded),
 }
 
 /// How an attempt ended.
@@ -159,19 +202,26 @@ pub enum Outcome {
         /// Files it wrote.
         outputs: Vec<OutputFile>,
         /// The split plan, for a split step.
-        plan: Option<SplitPlan>,
+        plan: Option<PlanRef>,
     },
     /// It failed.
     Failed(Failure),
 }
 
-/// A stored attempt log.
+/// What an attempt used: the figures usage accounting and a job's timeline
+/// read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogRef {
-    /// Content address, `None` when empty.
-    pub digest: Option<Digest>,
-    /// Size in bytes.
-    pub size: u64,
+pub struct Usage {
+    /// Wall-clock time of the guest call, in microseconds.
+    pub wall_us: u64,
+    /// CPU time the attempt used, in microseconds.
+    pub cpu_us: u64,
+    /// Largest linear memory the guest grew to, in bytes.
+    pub peak_memory: u64,
+    /// Bytes the attempt read (files and pipes of the thread that ran it).
+    pub bytes_read: u64,
+    /// Bytes the attempt wrote.
+    pub bytes_written: u64,
 }
 
 /// The result of one attempt, sent by the node that ran it.
@@ -181,16 +231,36 @@ pub struct AttemptReport {
     pub key: AttemptKey,
     /// How it ended.
     pub outcome: Outcome,
-    /// Its stdout.
-    pub stdout: LogRef,
-    /// Its stderr.
-    pub stderr: LogRef,
+    /// Its stdout, if it wrote any.
+    pub stdout: Option<Uploaded>,
+    /// Its stderr, if it wrote any.
+    pub stderr: Option<Uploaded>,
     /// When it started (ms since the epoch).
     pub started_at: i64,
     /// When it ended (ms since the epoch).
     pub finished_at: i64,
-    /// Peak linear memory in bytes.
-    pub peak_memory: u64,
+    /// What it used.
+    pub usage: Usage,
+}
+
+impl AttemptReport {
+    /// Every uploaded file the report names.
+    pub fn files(&self) -> impl Iterator<Item = &Uploaded> {
+        let (outputs, plan) = match &self.outcome {
+            Outcome::Succeeded { outputs, plan } => (outputs.as_slice(), plan.as_ref()),
+            Outcome::Failed(_) => (&[][..], None),
+        };
+        let plan = match plan {
+            Some(PlanRef::Uploaded(file)) => Some(file),
+            _ => None,
+        };
+        outputs
+            .iter()
+            .map(|o| &o.file)
+            .chain(self.stdout.iter())
+            .chain(self.stderr.iter())
+            .chain(plan)
+    }
 }
 
 /// A running attempt's progress, reported with a heartbeat.
@@ -209,6 +279,10 @@ pub struct Heartbeat {
     pub node_id: String,
     /// Every attempt it has leased and not yet committed.
     pub held: Vec<RunningAttempt>,
+    /// Why the node cannot run tasks, if it cannot (its slots keep failing
+    /// to start, say): it is then `unusable` and leased nothing.
+    #[serde(default)]
+    pub unusable: Option<String>,
 }
 
 /// The coordinator's answer to a heartbeat.
@@ -216,21 +290,121 @@ pub struct Heartbeat {
 pub struct HeartbeatReply {
     /// Attempts the node must stop: cancelled, or no longer its to run.
     pub revoked: Vec<AttemptKey>,
+    /// The node should leave the pool: finish or release what it holds,
+    /// lease nothing more, and deregister.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+/// Why the coordinator refused one report of a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalReason {
+    /// The attempt no longer holds its task's lease: the task was leased
+    /// again, to this node or another, or was never this node's.
+    LeaseLost,
+    /// The report names a file without a valid receipt for its attempt.
+    BadReceipt,
+    /// The report is malformed (a split result without a plan, say).
+    Invalid,
+}
+
+/// One report the coordinator did not apply, and why. The node drops it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The report's attempt.
+    pub key: AttemptKey,
+    /// Why.
+    pub reason: RefusalReason,
+    /// In words.
+    pub message: String,
+}
+
+/// The coordinator's answer to a commit: every report it did not refuse is
+/// applied (or was already).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CommitReply {
+    /// The reports it refused.
+    pub refused: Vec<Refusal>,
+}
+
+/// What can go wrong between a node and its coordinator, by what the node
+/// should do about it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The coordinator does not know this node (it was declared lost or
+    /// removed): register again.
+    #[error(
+        "the service does not know node `{0}` (it was declared lost or removed); it must register again"
+    )]
+    UnknownNode(String),
+    /// The node's pool no longer exists: stop.
+    #[error("the pool `{0}` no longer exists")]
+    PoolGone(String),
+    /// The pool's join token was refused (wrong, or regenerated): stop.
+    #[error("the service refused the pool's join token: {0}")]
+    TokenRefused(String),
+    /// The coordinator refused the request itself (malformed, too large):
+    /// sending it again will not help.
+    #[error("the service refused the request: {0}")]
+    Refused(String),
+    /// The coordinator could not be reached or failed: try again later.
+    #[error("the service is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl NodeError {
+    /// A stable snake_case code (the HTTP API's error code).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownNode(_) => "node_unknown",
+            Self::PoolGone(_) => "pool_gone",
+            Self::TokenRefused(_) => "token_refused",
+            Self::Refused(_) => "request_refused",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// Whether the same call may succeed later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<Error> for NodeError {
+    fn from(e: Error) -> Self {
+        match e.class() {
+            ErrorClass::Internal => Self::Unavailable(e.to_string()),
+            _ => Self::Refused(e.to_string()),
+        }
+    }
+}
+
+/// Where an upload's bytes come from.
+#[derive(Clone, Copy, Debug)]
+pub enum UploadSource<'a> {
+    /// A local file.
+    File(&'a Path),
+    /// Bytes in memory.
+    Bytes(&'a Bytes),
 }
 
 /// The service as a node sees it. Every method is safe to retry.
 pub trait Coordinator: Send + Sync + 'static {
-    /// Registers (or re-registers) a node. A node that registers again has
-    /// restarted, so any attempt it held is released to run elsewhere.
-    fn register(&self, node: NodeRegistration) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Registers a node; its answer names the node from now on.
+    fn register(
+        &self,
+        node: NodeRegistration,
+    ) -> impl Future<Output = Result<Registered, NodeError>> + Send;
 
-    /// Records that the node is alive, stores progress, and returns at once
-    /// with the node's revoked attempts, or waits up to `wait` for one.
+    /// Records that the node is alive, stores progress, confirms the leases
+    /// it holds, and returns at once with the node's revoked attempts (or a
+    /// request to drain), or waits up to `wait` for one.
     fn heartbeat(
         &self,
         heartbeat: Heartbeat,
         wait: Duration,
-    ) -> impl Future<Output = Result<HeartbeatReply, Error>> + Send;
+    ) -> impl Future<Output = Result<HeartbeatReply, NodeError>> + Send;
 
     /// Leases up to `max` tasks to the node, waiting up to `wait` for work
     /// when there is none.
@@ -239,42 +413,44 @@ pub trait Coordinator: Send + Sync + 'static {
         node_id: &str,
         max: usize,
         wait: Duration,
-    ) -> impl Future<Output = Result<Vec<Assignment>, Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<Assignment>, NodeError>> + Send;
 
-    /// Commits finished attempts. Results of attempts that no longer hold
-    /// their lease are ignored (fencing); committing twice is harmless.
+    /// Commits finished attempts. A report whose attempt no longer holds
+    /// its lease on this node, or that names a file without a receipt for
+    /// it, is refused (and named in the reply); committing twice is
+    /// harmless.
     fn commit(
         &self,
         node_id: &str,
         reports: &[AttemptReport],
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    ) -> impl Future<Output = Result<CommitReply, NodeError>> + Send;
 
     /// The node is stopping; its unfinished attempts are released.
-    fn deregister(&self, node_id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    fn deregister(&self, node_id: &str) -> impl Future<Output = Result<(), NodeError>> + Send;
 
-    /// Copies a stored file to a local path.
+    /// Copies a stored file to a local path, checking its digest.
     fn fetch_file(
         &self,
+        node_id: &str,
         digest: &Digest,
         dest: &Path,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    ) -> impl Future<Output = Result<(), NodeError>> + Send;
 
-    /// Stores a local file, returning its content address and size.
-    fn store_file(&self, path: &Path) -> impl Future<Output = Result<(Digest, u64), Error>> + Send;
+    /// Uploads a file an attempt produced; the coordinator computes its
+    /// digest and returns it with a receipt for this node and attempt.
+    fn upload(
+        &self,
+        node_id: &str,
+        key: &AttemptKey,
+        source: UploadSource<'_>,
+    ) -> impl Future<Output = Result<Uploaded, NodeError>> + Send;
 
-    /// Stores bytes, returning their content address.
-    fn store_bytes(&self, bytes: Bytes) -> impl Future<Output = Result<Digest, Error>> + Send;
-
-    /// A precompiled component artifact, if one was stored under `key`.
+    /// The service's own precompiled artifact of a component, if it has one
+    /// under `key` (see `Runtime::artifact_key`). Nodes never send compiled
+    /// code: without an artifact, a node compiles for itself.
     fn fetch_artifact(
         &self,
+        node_id: &str,
         key: &str,
-    ) -> impl Future<Output = Result<Option<Bytes>, Error>> + Send;
-
-    /// Stores a precompiled component artifact under `key`.
-    fn store_artifact(
-        &self,
-        key: &str,
-        bytes: Bytes,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    ) -> impl Future<Output = Result<Option<Bytes>, NodeError>> + Send;
 }

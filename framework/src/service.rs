@@ -70,13 +70,21 @@ pub(crate) struct Inner {
     pub(crate) runtime: Runtime,
     pub(crate) scheduler: Scheduler,
     pub(crate) config: ServiceConfig,
-    node: Mutex<Option<NodeHandle>>,
-    expiry: tokio::task::JoinHandle<()>,
+    background: Mutex<Background>,
+}
+
+/// What the service runs in the background, stopped by
+/// [`Service::shutdown`].
+#[derive(Default)]
+struct Background {
+    node: Option<NodeHandle>,
+    expiry: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
     /// Opens the service on its data folder (creating what is missing),
-    /// resumes unfinished work and starts the embedded node.
+    /// then starts its background work (node expiry, the embedded node),
+    /// which resumes unfinished jobs.
     pub async fn open(config: ServiceConfig) -> Result<Self, Error> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)?;
@@ -87,27 +95,8 @@ impl Service {
             ..config.runtime.clone()
         };
         let runtime = Runtime::new(&runtime_config)?;
-        let scheduler = Scheduler::new(store.clone(), blobs.clone(), config.scheduler.clone());
-        let expiry = scheduler.spawn_expiry();
-        let node = if config.embedded_slots > 0 {
-            let hostname = hostname();
-            Some(node::start(
-                Arc::new(scheduler.clone()),
-                runtime.clone(),
-                NodeConfig {
-                    node_id: format!("{hostname}-embedded"),
-                    pool: LOCAL_POOL.into(),
-                    slots: config.embedded_slots,
-                    work_dir: dir.join("node"),
-                    heartbeat_interval: config.heartbeat_interval,
-                    hostname,
-                    address: "in-process".into(),
-                    archive_limits: config.archive_limits.clone(),
-                },
-            )?)
-        } else {
-            None
-        };
+        let scheduler =
+            Scheduler::new(store.clone(), blobs.clone(), config.scheduler.clone()).await?;
         let service = Self {
             inner: Arc::new(Inner {
                 store,
@@ -115,12 +104,51 @@ impl Service {
                 runtime,
                 scheduler,
                 config,
-                node: Mutex::new(node),
-                expiry,
+                background: Mutex::new(Background::default()),
             }),
         };
         service.ensure_admin().await?;
+        // Nothing below can fail half-way: background work starts last.
+        let node = service.start_embedded_node()?;
+        let mut background = service.background();
+        background.expiry = Some(service.inner.scheduler.spawn_expiry());
+        background.node = node;
+        drop(background);
         Ok(service)
+    }
+
+    fn background(&self) -> std::sync::MutexGuard<'_, Background> {
+        // Only handles live here; a panic cannot leave them inconsistent.
+        self.inner
+            .background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the node of the local pool, if the service has one.
+    fn start_embedded_node(&self) -> Result<Option<NodeHandle>, Error> {
+        let config = &self.inner.config;
+        if config.embedded_slots == 0 {
+            return Ok(None);
+        }
+        let hostname = hostname();
+        let node = node::start(
+            Arc::new(self.inner.scheduler.clone()),
+            self.inner.runtime.clone(),
+            NodeConfig {
+                pool: LOCAL_POOL.into(),
+                slots: config.embedded_slots,
+                memory_bytes: config.scheduler.task_memory_bytes * config.embedded_slots as u64,
+                work_dir: config.data_dir.join("node"),
+                remove_work_dir: false,
+                heartbeat_interval: config.heartbeat_interval,
+                hostname,
+                address: "in-process".into(),
+                agent: None,
+                archive_limits: config.archive_limits.clone(),
+            },
+        )?;
+        Ok(Some(node))
     }
 
     /// The file holding the admin account's credentials (written on the
@@ -152,16 +180,16 @@ impl Service {
     /// Stops the embedded node (committing finished work and releasing the
     /// rest) and closes the database.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        let node = self
-            .inner
-            .node
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let (node, expiry) = {
+            let mut background = self.background();
+            (background.node.take(), background.expiry.take())
+        };
         if let Some(node) = node {
             node.stop().await?;
         }
-        self.inner.expiry.abort();
+        if let Some(expiry) = expiry {
+            expiry.abort();
+        }
         self.inner.store.close().await;
         Ok(())
     }

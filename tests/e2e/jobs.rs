@@ -499,7 +499,11 @@ async fn tasks_see_the_tessera_variables_and_their_own_and_nothing_else() {
         .iter()
         .find_map(|l| l.strip_prefix("TESSERA_NODE_ID="))
         .unwrap_or_else(|| panic!("no TESSERA_NODE_ID in {env}"));
-    assert!(node.ends_with("-embedded"), "{node}");
+    let local = svc.client.pool("local").await.unwrap();
+    assert!(
+        local.nodes.iter().any(|n| n.id == node && n.is_live()),
+        "{node} is not a live node of `local`: {local:#?}"
+    );
     let task = svc.client.task(&job.id, "show-env").await.unwrap().task;
     assert_eq!(task.node.as_deref(), Some(node));
     assert_eq!(

@@ -10,7 +10,7 @@ use tessera_framework::jobs::SubmitJob;
 use tessera_framework::model::{JobState, LOCAL_POOL};
 use tessera_framework::node::{self, NodeConfig};
 use tessera_framework::pools::NewPool;
-use tessera_framework::protocol::{Coordinator, NodeRegistration};
+use tessera_framework::protocol::{Coordinator, NodeError, NodeRegistration};
 
 use crate::harness::{TestService, assert_api_error, eventually, hostile_assembly, plan_job};
 
@@ -142,17 +142,21 @@ async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
         Arc::new(service.scheduler().clone()),
         service.runtime().clone(),
         NodeConfig {
-            node_id: "alice-node".into(),
             pool: mine.id.clone(),
             slots: 1,
+            memory_bytes: 1 << 30,
             work_dir: svc.dir.path().join("alice-node"),
+            remove_work_dir: true,
             heartbeat_interval: Duration::from_millis(200),
             hostname: "elsewhere".into(),
             address: "test".into(),
+            agent: None,
             archive_limits: service.config().archive_limits.clone(),
         },
     )
     .unwrap();
+    let node_id = node.id().await.unwrap();
+    assert!(node_id.starts_with("elsewhere-"), "{node_id}");
     let done = crate::harness::wait(&alice, &waiting.id).await;
     assert_eq!(done.state, JobState::Completed, "{done:#?}");
     let tasks = alice.tasks(&done.id, None, None, None).await.unwrap().tasks;
@@ -160,7 +164,7 @@ async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
     assert!(
         tasks
             .iter()
-            .all(|t| t.node.as_deref() == Some("alice-node")),
+            .all(|t| t.node.as_deref() == Some(node_id.as_str())),
         "{tasks:#?}"
     );
     let failing = alice
@@ -179,7 +183,7 @@ async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
     assert_eq!(shown.nodes.len(), 1);
     assert_eq!(
         (shown.nodes[0].id.as_str(), shown.nodes[0].slots),
-        ("alice-node", 1)
+        (node_id.as_str(), 1)
     );
     assert!(shown.nodes[0].is_live());
     assert_api_error(
@@ -217,14 +221,17 @@ async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
     let refused = service
         .scheduler()
         .register(NodeRegistration {
-            node_id: "late".into(),
             pool: mine.id.clone(),
             hostname: "elsewhere".into(),
             address: "test".into(),
             slots: 1,
+            memory_bytes: 1 << 30,
+            version: "test".into(),
+            previous: None,
+            agent: None,
         })
         .await
         .unwrap_err();
-    assert_eq!(refused.to_string(), "pool `alice/mine` was not found");
+    assert_eq!(refused, NodeError::PoolGone("alice/mine".into()));
     svc.stop().await;
 }

@@ -47,6 +47,7 @@ impl Cache {
     pub(super) async fn file<C: Coordinator>(
         &self,
         coordinator: &C,
+        node_id: &str,
         digest: &Digest,
     ) -> Result<PathBuf, Error> {
         let path = self.file_path(digest);
@@ -54,7 +55,7 @@ impl Cache {
             return Ok(path);
         }
         if !tokio::fs::try_exists(&path).await? {
-            coordinator.fetch_file(digest, &path).await?;
+            coordinator.fetch_file(node_id, digest, &path).await?;
             // Cached files are shared by hard links with task sandboxes;
             // making them read-only keeps a host bug from changing them.
             let mut perms = tokio::fs::metadata(&path).await?.permissions();
@@ -70,6 +71,7 @@ impl Cache {
     pub(super) async fn app<C: Coordinator>(
         &self,
         coordinator: &C,
+        node_id: &str,
         image: Option<Digest>,
     ) -> Result<PathBuf, Error> {
         if let Some(dir) = lock(&self.apps).get(&image) {
@@ -80,7 +82,7 @@ impl Cache {
         if !tokio::fs::try_exists(&dir).await? {
             let staging = tempfile::tempdir_in(self.root.join("tmp"))?;
             if let Some(digest) = image {
-                let zip = self.file(coordinator, &digest).await?;
+                let zip = self.file(coordinator, node_id, &digest).await?;
                 let target = staging.path().to_path_buf();
                 let limits = self.limits.clone();
                 tokio::task::spawn_blocking(move || extract(&zip, &target, &limits))
@@ -101,11 +103,13 @@ impl Cache {
     }
 
     /// Makes sure a component is loaded in the runtime: from memory, from
-    /// this node's artifact cache, from the service's artifact store, or
-    /// (only when no compatible artifact exists anywhere) by compiling it.
+    /// this node's artifact cache, from the service's own artifact, or (when
+    /// no compatible artifact exists) by compiling it here. Compiled code is
+    /// kept only in this node's cache: nodes never share machine code.
     pub(super) async fn component<C: Coordinator>(
         &self,
         coordinator: &C,
+        node_id: &str,
         runtime: &Runtime,
         role: Role,
         digest: &Digest,
@@ -118,18 +122,15 @@ impl Cache {
         let artifact = match tokio::fs::read(&local).await {
             Ok(bytes) => bytes,
             Err(_) => {
-                let bytes = match coordinator.fetch_artifact(&key).await? {
+                let bytes = match coordinator.fetch_artifact(node_id, &key).await? {
                     Some(bytes) => bytes.to_vec(),
                     None => {
-                        let wasm = tokio::fs::read(self.file(coordinator, digest).await?).await?;
+                        let wasm =
+                            tokio::fs::read(self.file(coordinator, node_id, digest).await?).await?;
                         let rt = runtime.clone();
-                        let compiled = tokio::task::spawn_blocking(move || rt.compile(role, &wasm))
+                        tokio::task::spawn_blocking(move || rt.compile(role, &wasm))
                             .await
-                            .map_err(|e| Error::Internal(format!("compile task failed: {e}")))??;
-                        coordinator
-                            .store_artifact(&key, bytes::Bytes::from(compiled.clone()))
-                            .await?;
-                        compiled
+                            .map_err(|e| Error::Internal(format!("compile task failed: {e}")))??
                     }
                 };
                 if let Some(parent) = local.parent() {

@@ -1,41 +1,47 @@
-//! The node agent: leases tasks from a [`Coordinator`], runs them on its
-//! task slots, and commits the results.
+//! The node: leases tasks from a [`Coordinator`], runs them on its task
+//! slots, and commits the results.
 //!
-//! The embedded service's local pool is one such node running in process; a
-//! remote node agent runs the same code against the service's HTTP API. A
+//! The embedded service's local pool is one such node running in process;
+//! `tessera node` runs the same code against the service's HTTP API. A
 //! node's moving parts:
 //!
+//! - a **session** per registration: the coordinator gives the node a fresh
+//!   id each time it registers, and the attempts leased under that id
+//!   belong to the session. A session ends when the node stops, leaves its
+//!   pool, or the coordinator no longer knows the id (the node was declared
+//!   lost); the node then registers again, naming the id it had;
 //! - the **lease loop** keeps enough tasks on hand to keep every slot busy
 //!   (more when tasks are short, so that one lease serves many of them),
 //!   fetches what they need into the local cache, and hands them to slots;
-//! - **slots** are OS threads that run one attempt at a time;
-//! - the **committer** sends finished attempts back in batches, retrying until
-//!   the coordinator has them (a commit is idempotent);
-//! - the **heartbeat** keeps the node's leases alive, reports progress, and
-//!   cancels attempts the coordinator revoked.
+//! - **slots** are OS threads that run one attempt at a time ([`slot`]);
+//! - the **committer** sends finished attempts back in batches, retrying
+//!   until the coordinator has them (a commit is idempotent), splitting a
+//!   batch the coordinator refuses and dropping the reports it refuses;
+//! - the **heartbeat** keeps the session alive, confirms its leases,
+//!   reports progress, cancels attempts the coordinator revoked, and hears
+//!   when the node should leave.
 
 mod cache;
-mod worker;
+mod slot;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::model::{Failure, FailureKind, TaskKind, now_ms};
 use crate::protocol::{
-    Assignment, AttemptKey, AttemptReport, Coordinator, Heartbeat, LogRef, NodeRegistration,
-    Outcome, RunningAttempt,
+    Assignment, AttemptKey, AttemptReport, Coordinator, Heartbeat, NodeError, NodeRegistration,
+    Outcome, RunningAttempt, Usage,
 };
 use crate::runtime::{Role, Runtime};
 use cache::Cache;
-use worker::{Slot, Work};
+use slot::{Slot, Work};
 
 /// How long one lease request waits for work before asking again.
 const LEASE_WAIT: Duration = Duration::from_secs(20);
@@ -53,36 +59,52 @@ const MAX_HELD_PER_SLOT: usize = 2048;
 /// Jobs whose task durations a node remembers.
 const REMEMBERED_JOBS: usize = 1024;
 
+/// The file in the work folder that remembers the node's last id, so that a
+/// restarted node can tell the coordinator to release that id's attempts.
+const ID_FILE: &str = "node-id";
+
+/// What a node keeps in its work folder.
+const LOCAL_FILES: [&str; 4] = ["cache", "slots", "programs", ID_FILE];
+
 /// Settings of a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// The node's id; keep it stable across restarts of the same node.
-    pub node_id: String,
     /// The pool it serves.
     pub pool: String,
     /// How many tasks it runs at once.
     pub slots: usize,
+    /// The memory it offers its tasks, in bytes.
+    pub memory_bytes: u64,
     /// Its working folder (cache and slot folders).
     pub work_dir: PathBuf,
+    /// Whether what the node keeps in its working folder is deleted when it
+    /// leaves its pool (a node that leaves loses its local files); the
+    /// embedded node keeps its cache across restarts of the service.
+    pub remove_work_dir: bool,
     /// How often it heartbeats.
     pub heartbeat_interval: Duration,
     /// Its host name, for operators.
     pub hostname: String,
     /// Where it can be reached, for operators.
     pub address: String,
+    /// The node provider's handle of the allocation that started it.
+    pub agent: Option<String>,
     /// Limits on the application images it unpacks (as at publish).
     pub archive_limits: crate::package::ArchiveLimits,
 }
 
 impl NodeConfig {
     /// What the node tells the coordinator about itself.
-    fn registration(&self) -> NodeRegistration {
+    fn registration(&self, previous: Option<String>) -> NodeRegistration {
         NodeRegistration {
-            node_id: self.node_id.clone(),
             pool: self.pool.clone(),
             hostname: self.hostname.clone(),
             address: self.address.clone(),
             slots: self.slots as u32,
+            memory_bytes: self.memory_bytes,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            previous,
+            agent: self.agent.clone(),
         }
     }
 }
@@ -90,17 +112,33 @@ impl NodeConfig {
 /// A running node; stop it with [`NodeHandle::stop`].
 pub struct NodeHandle {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), Error>>,
+    task: tokio::task::JoinHandle<Result<(), NodeError>>,
+    id: watch::Receiver<Option<String>>,
 }
 
 impl NodeHandle {
+    /// The node's id once it has registered (it changes if the node has to
+    /// register again); `None` if it stopped before registering.
+    pub async fn id(&self) -> Option<String> {
+        let mut id = self.id.clone();
+        id.wait_for(Option::is_some).await.ok()?.clone()
+    }
+
     /// Stops leasing, cancels what is running, commits what finished,
     /// releases the rest to other nodes, and waits for all of it.
     pub async fn stop(self) -> Result<(), Error> {
         self.stop.cancel();
-        self.task
-            .await
-            .map_err(|e| Error::Internal(format!("the node task failed: {e}")))?
+        self.wait().await
+    }
+
+    /// Waits until the node ends by itself: it left its pool, or met an
+    /// error it cannot recover from (its pool is gone, its token refused).
+    pub async fn wait(self) -> Result<(), Error> {
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Node(e)),
+            Err(e) => Err(Error::Internal(format!("the node task failed: {e}"))),
+        }
     }
 }
 
@@ -110,14 +148,81 @@ struct Held {
     progress: Arc<AtomicU32>,
 }
 
-/// State shared by the node's loops.
-struct Shared {
+/// One registration of the node: its id, the attempts leased under it, and
+/// whether it is still live.
+struct Session {
+    node_id: String,
     held: Mutex<HashMap<AttemptKey, Held>>,
+    /// Cancelled when the session stops leasing (it ends, or drains).
+    ended: CancellationToken,
+    /// Why it ended, once it has.
+    end: Mutex<Option<SessionEnd>>,
+}
+
+/// How a session ended.
+#[derive(Clone, Debug)]
+enum SessionEnd {
+    /// The node was asked to stop.
+    Stopped,
+    /// The coordinator asked the node to leave its pool.
+    Left,
+    /// The coordinator no longer knows the session's id: register again.
+    Lost,
+    /// An error the node cannot recover from.
+    Fatal(NodeError),
+}
+
+impl Session {
+    fn held(&self) -> MutexGuard<'_, HashMap<AttemptKey, Held>> {
+        lock(&self.held)
+    }
+
+    /// Ends the session (the first reason given wins).
+    fn end(&self, why: SessionEnd) {
+        let mut end = lock(&self.end);
+        if end.is_none() {
+            *end = Some(why);
+        }
+        self.ended.cancel();
+    }
+
+    /// Ends the session for the error a call met, unless the error is
+    /// transient; returns whether it ended.
+    fn end_on(&self, error: &NodeError) -> bool {
+        match error {
+            NodeError::Unavailable(_) | NodeError::Refused(_) => return false,
+            NodeError::UnknownNode(_) => self.end(SessionEnd::Lost),
+            NodeError::PoolGone(_) | NodeError::TokenRefused(_) => {
+                self.end(SessionEnd::Fatal(error.clone()));
+            }
+        }
+        true
+    }
+
+    /// Whether the session still leases work.
+    fn is_live(&self) -> bool {
+        !self.ended.is_cancelled()
+    }
+
+    /// Whether the coordinator still knows the session, so that committing
+    /// its results can work (it may have stopped leasing).
+    fn can_commit(&self) -> bool {
+        !matches!(
+            *lock(&self.end),
+            Some(SessionEnd::Lost | SessionEnd::Fatal(_))
+        )
+    }
+}
+
+/// State shared by the node's loops across sessions.
+struct Shared {
     /// Attempts leased and not yet committed.
     outstanding: AtomicUsize,
     capacity: Notify,
     /// How long tasks take, per job.
     durations: Mutex<Durations>,
+    /// Set once the node is stopping: cancelled attempts are released, not
+    /// committed.
     stopping: AtomicBool,
 }
 
@@ -131,12 +236,8 @@ struct Durations {
 }
 
 impl Shared {
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<AttemptKey, Held>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn durations(&self) -> std::sync::MutexGuard<'_, Durations> {
-        self.durations.lock().unwrap_or_else(|e| e.into_inner())
+    fn durations(&self) -> MutexGuard<'_, Durations> {
+        lock(&self.durations)
     }
 
     /// How many attempts to keep on hand.
@@ -170,6 +271,18 @@ impl Shared {
             durations.current = Some(job_id.to_owned());
         }
     }
+
+    /// Attempts were committed or dropped: room for more.
+    fn finished(&self, n: usize) {
+        self.outstanding.fetch_sub(n, Ordering::AcqRel);
+        self.capacity.notify_one();
+    }
+}
+
+/// A finished attempt on its way to the committer.
+struct Done {
+    session: Arc<Session>,
+    report: AttemptReport,
 }
 
 /// Starts a node on the current tokio runtime.
@@ -179,271 +292,409 @@ pub fn start<C: Coordinator>(
     config: NodeConfig,
 ) -> Result<NodeHandle, Error> {
     std::fs::create_dir_all(&config.work_dir)?;
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(run(coordinator, runtime, config, stop.clone()));
-    Ok(NodeHandle { stop, task })
-}
-
-async fn run<C: Coordinator>(
-    coordinator: Arc<C>,
-    runtime: Runtime,
-    config: NodeConfig,
-    stop: CancellationToken,
-) -> Result<(), Error> {
     let cache = Arc::new(Cache::new(
         &config.work_dir.join("cache"),
         config.archive_limits.clone(),
     )?);
-    let registration = config.registration();
-    if !register(&*coordinator, &registration, &stop).await {
-        return Ok(());
-    }
-    let shared = Arc::new(Shared {
-        held: Mutex::new(HashMap::new()),
-        outstanding: AtomicUsize::new(0),
-        capacity: Notify::new(),
-        durations: Mutex::new(Durations::default()),
-        stopping: AtomicBool::new(false),
-    });
-    let (work_tx, work_rx) = crossbeam_channel::unbounded::<Work>();
-    let (done_tx, done_rx) = mpsc::unbounded_channel::<AttemptReport>();
+    let stop = CancellationToken::new();
+    let (id_tx, id) = watch::channel(None);
+    let node = Node {
+        coordinator,
+        runtime,
+        cache,
+        config,
+        stop: stop.clone(),
+        shared: Arc::new(Shared {
+            outstanding: AtomicUsize::new(0),
+            capacity: Notify::new(),
+            durations: Mutex::new(Durations::default()),
+            stopping: AtomicBool::new(false),
+        }),
+        id: id_tx,
+    };
+    let task = tokio::spawn(node.run());
+    Ok(NodeHandle { stop, task, id })
+}
 
-    let mut slots = Vec::with_capacity(config.slots);
-    for i in 0..config.slots {
-        let (inputs, output) =
-            Slot::<C>::prepare(&config.work_dir.join("slots").join(i.to_string()))?;
-        let slot = Slot {
-            node_id: config.node_id.clone(),
-            runtime: runtime.clone(),
-            coordinator: coordinator.clone(),
-            cache: cache.clone(),
-            handle: tokio::runtime::Handle::current(),
-            inputs,
-            output,
-        };
-        let rx = work_rx.clone();
-        let tx = done_tx.clone();
-        let timings = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("tessera-slot-{i}"))
-            // Room for a guest's wasm stack, a program it runs, and the host.
-            .stack_size(16 << 20)
-            .spawn(move || {
-                while let Ok(work) = rx.recv() {
-                    let start = Instant::now();
-                    let report = slot.run(&work);
-                    if work.assignment.kind == TaskKind::Process {
-                        let micros = start.elapsed().as_micros() as u64;
-                        timings.record_duration(&work.assignment.key.job_id, micros);
-                    }
-                    if tx.send(report).is_err() {
-                        break;
-                    }
+/// A node: its settings, its link to the coordinator and what its loops
+/// share.
+struct Node<C> {
+    coordinator: Arc<C>,
+    runtime: Runtime,
+    cache: Arc<Cache>,
+    config: NodeConfig,
+    stop: CancellationToken,
+    shared: Arc<Shared>,
+    id: watch::Sender<Option<String>>,
+}
+
+impl<C: Coordinator> Node<C> {
+    async fn run(self) -> Result<(), NodeError> {
+        let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(self.channel_bound());
+        // Reports are few compared to the capacity: at most what is held.
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
+        let slots = self.start_slots(work_rx, &done_tx).map_err(|e| {
+            NodeError::Unavailable(format!("cannot start the node's task slots: {e}"))
+        })?;
+        let committer = tokio::spawn(commit_loop(
+            self.coordinator.clone(),
+            done_rx,
+            self.shared.clone(),
+        ));
+        let id_file = self.config.work_dir.join(ID_FILE);
+        let mut previous = std::fs::read_to_string(&id_file)
+            .ok()
+            .map(|s| s.trim().to_owned());
+        let end = loop {
+            let Some(node_id) = self.register(previous.take()).await? else {
+                break SessionEnd::Stopped;
+            };
+            if let Err(e) = std::fs::write(&id_file, &node_id) {
+                tracing::warn!(error = %e, "cannot remember the node id");
+            }
+            let _ = self.id.send(Some(node_id.clone()));
+            let session = Arc::new(Session {
+                node_id: node_id.clone(),
+                held: Mutex::new(HashMap::new()),
+                ended: CancellationToken::new(),
+                end: Mutex::new(None),
+            });
+            let end = self.run_session(&session, &work_tx, &done_tx).await;
+            match end {
+                SessionEnd::Lost => {
+                    tracing::warn!(node = %node_id, "the service declared this node lost; registering again");
+                    previous = Some(node_id);
                 }
-            })?;
-        slots.push(thread);
-    }
-    drop(work_rx);
-
-    let committer = tokio::spawn(commit_loop(
-        coordinator.clone(),
-        config.node_id.clone(),
-        done_rx,
-        shared.clone(),
-    ));
-    let heartbeat_stop = CancellationToken::new();
-    let heartbeat = tokio::spawn(heartbeat_loop(
-        coordinator.clone(),
-        registration.clone(),
-        config.heartbeat_interval,
-        shared.clone(),
-        heartbeat_stop.clone(),
-    ));
-
-    lease_loop(
-        &*coordinator,
-        &runtime,
-        &cache,
-        &config,
-        &shared,
-        &work_tx,
-        &done_tx,
-        &stop,
-    )
-    .await;
-
-    // Stop: cancel what is running or waiting, let slots drain, commit what
-    // finished, then give the rest back.
-    shared.stopping.store(true, Ordering::Relaxed);
-    for held in shared.held().values() {
-        held.cancel.store(true, Ordering::Relaxed);
-    }
-    drop(work_tx);
-    drop(done_tx);
-    let joined = tokio::task::spawn_blocking(move || {
-        for slot in slots {
-            let _ = slot.join();
+                other => break other,
+            }
+        };
+        drop(work_tx);
+        drop(done_tx);
+        let joined = tokio::task::spawn_blocking(move || {
+            for slot in slots {
+                let _ = slot.join();
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::error!("a task slot thread panicked");
         }
-    })
-    .await;
-    if joined.is_err() {
-        tracing::error!("a task slot thread panicked");
-    }
-    let _ = committer.await;
-    heartbeat_stop.cancel();
-    let _ = heartbeat.await;
-    coordinator.deregister(&config.node_id).await
-}
-
-/// Registers, retrying until it works or the node is stopped.
-async fn register<C: Coordinator>(
-    coordinator: &C,
-    registration: &NodeRegistration,
-    stop: &CancellationToken,
-) -> bool {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match coordinator.register(registration.clone()).await {
-            Ok(()) => return true,
-            Err(e) => tracing::warn!(error = %e, "registering the node failed; retrying"),
+        let _ = committer.await;
+        if matches!(end, SessionEnd::Stopped | SessionEnd::Left) && self.config.remove_work_dir {
+            self.remove_local_files();
         }
-        tokio::select! {
-            () = stop.cancelled() => return false,
-            () = tokio::time::sleep(delay) => {}
+        match end {
+            SessionEnd::Fatal(e) => Err(e),
+            _ => Ok(()),
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
-}
 
-#[allow(clippy::too_many_arguments)]
-async fn lease_loop<C: Coordinator>(
-    coordinator: &C,
-    runtime: &Runtime,
-    cache: &Cache,
-    config: &NodeConfig,
-    shared: &Shared,
-    work_tx: &crossbeam_channel::Sender<Work>,
-    done_tx: &mpsc::UnboundedSender<AttemptReport>,
-    stop: &CancellationToken,
-) {
-    loop {
-        // Wait until at most half the wanted work is on hand.
-        let want = loop {
-            let notified = shared.capacity.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let target = shared.target(config.slots);
-            let outstanding = shared.outstanding.load(Ordering::Acquire);
-            if outstanding < config.slots || outstanding <= target / 2 {
-                break target.saturating_sub(outstanding).max(1);
+    /// A node that leaves its pool loses its local files: everything it
+    /// made in its work folder (not the folder, which may be the user's).
+    fn remove_local_files(&self) {
+        let dir = &self.config.work_dir;
+        for name in LOCAL_FILES {
+            let path = dir.join(name);
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(e) = removed
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete a node file");
+            }
+        }
+    }
+
+    /// Room in the slots' queue: whatever the node holds at most.
+    fn channel_bound(&self) -> usize {
+        self.config.slots.max(1) * MAX_HELD_PER_SLOT
+    }
+
+    fn start_slots(
+        &self,
+        work_rx: crossbeam_channel::Receiver<Work>,
+        done_tx: &mpsc::UnboundedSender<Done>,
+    ) -> Result<Vec<std::thread::JoinHandle<()>>, Error> {
+        let mut slots = Vec::with_capacity(self.config.slots);
+        for i in 0..self.config.slots {
+            let slot = Slot::new(
+                &self.config.work_dir.join("slots").join(i.to_string()),
+                self.runtime.clone(),
+                self.coordinator.clone(),
+                self.cache.clone(),
+            )?;
+            let rx = work_rx.clone();
+            let tx = done_tx.clone();
+            let shared = self.shared.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("tessera-slot-{i}"))
+                // Room for a guest's wasm stack, a program it runs, and the host.
+                .stack_size(16 << 20)
+                .spawn(move || {
+                    while let Ok(work) = rx.recv() {
+                        let start = Instant::now();
+                        let report = slot.run(&work);
+                        if work.assignment.kind == TaskKind::Process {
+                            let micros = start.elapsed().as_micros() as u64;
+                            shared.record_duration(&work.assignment.key.job_id, micros);
+                        }
+                        let done = Done {
+                            session: work.session,
+                            report,
+                        };
+                        if tx.send(done).is_err() {
+                            break;
+                        }
+                    }
+                })?;
+            slots.push(thread);
+        }
+        Ok(slots)
+    }
+
+    /// Registers, retrying transient errors until it works; `None` if the
+    /// node was stopped first.
+    async fn register(&self, previous: Option<String>) -> Result<Option<String>, NodeError> {
+        let registration = self.config.registration(previous);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.coordinator.register(registration.clone()).await {
+                Ok(registered) => return Ok(Some(registered.node_id)),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "registering the node failed; retrying");
+                }
+                Err(e) => return Err(e),
             }
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = self.stop.cancelled() => return Ok(None),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Runs one session until it ends; on the way out, what it holds is
+    /// committed or released.
+    async fn run_session(
+        &self,
+        session: &Arc<Session>,
+        work_tx: &crossbeam_channel::Sender<Work>,
+        done_tx: &mpsc::UnboundedSender<Done>,
+    ) -> SessionEnd {
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.coordinator.clone(),
+            session.clone(),
+            self.config.heartbeat_interval,
+        ));
+        let drain = self.lease_loop(session, work_tx, done_tx).await;
+        if drain {
+            // Leaving the pool: what is held finishes and is committed.
+            self.wait_until_idle(session).await;
+        }
+        if self.stop.is_cancelled() || !drain {
+            // Stopping (or lost): cancel what is running or waiting, let it
+            // come back, commit what finished; the rest is released below.
+            self.shared.stopping.store(true, Ordering::Relaxed);
+            for held in session.held().values() {
+                held.cancel.store(true, Ordering::Relaxed);
+            }
+            self.wait_until_idle(session).await;
+        }
+        let end = if drain {
+            SessionEnd::Left
+        } else if self.stop.is_cancelled() {
+            SessionEnd::Stopped
+        } else {
+            lock(&session.end).clone().unwrap_or(SessionEnd::Lost)
+        };
+        session.end(end.clone());
+        heartbeat.abort();
+        let _ = heartbeat.await;
+        self.shared.stopping.store(false, Ordering::Relaxed);
+        if matches!(end, SessionEnd::Stopped | SessionEnd::Left)
+            && let Err(e) = self.coordinator.deregister(&session.node_id).await
+        {
+            tracing::warn!(error = %e, "deregistering the node failed");
+        }
+        end
+    }
+
+    /// Waits until the session holds no attempt, or it ended.
+    async fn wait_until_idle(&self, session: &Session) {
+        loop {
+            let notified = self.shared.capacity.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if session.held().is_empty() {
+                return;
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// Leases and prepares work until the node stops or the session ends;
+    /// returns whether the node should leave its pool (drain).
+    async fn lease_loop(
+        &self,
+        session: &Arc<Session>,
+        work_tx: &crossbeam_channel::Sender<Work>,
+        done_tx: &mpsc::UnboundedSender<Done>,
+    ) -> bool {
+        loop {
+            let Some(want) = self.wait_for_capacity(session).await else {
+                return matches!(*lock(&session.end), Some(SessionEnd::Left));
+            };
+            let leased = tokio::select! {
+                () = self.stop.cancelled() => return false,
+                () = session.ended.cancelled() => continue,
+                leased = self.coordinator.lease(&session.node_id, want, LEASE_WAIT) => leased,
+            };
+            let assignments = match leased {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "leasing failed");
+                    if !session.end_on(&e) {
+                        tokio::select! {
+                            () = self.stop.cancelled() => return false,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                    continue;
+                }
+            };
+            if let Some(last) = assignments.last() {
+                self.shared.leasing_from(&last.key.job_id);
+            }
+            for assignment in assignments {
+                if !self.hand_over(session, assignment, work_tx, done_tx).await {
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Waits until at most half the wanted work is on hand; returns how
+    /// much to lease, or `None` once the node stops or the session ends.
+    async fn wait_for_capacity(&self, session: &Session) -> Option<usize> {
+        loop {
+            let notified = self.shared.capacity.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.stop.is_cancelled() || !session.is_live() {
+                return None;
+            }
+            let slots = self.config.slots;
+            let target = self.shared.target(slots);
+            let outstanding = self.shared.outstanding.load(Ordering::Acquire);
+            if outstanding < slots || outstanding <= target / 2 {
+                return Some(target.saturating_sub(outstanding).max(1));
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return None,
+                () = session.ended.cancelled() => return None,
                 () = &mut notified => {}
             }
-        };
-        let leased = tokio::select! {
-            () = stop.cancelled() => return,
-            leased = coordinator.lease(&config.node_id, want, LEASE_WAIT) => leased,
-        };
-        let assignments = match leased {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "leasing failed; retrying");
-                if matches!(e, Error::NotFound { what: "node", .. })
-                    && !register(coordinator, &config.registration(), stop).await
-                {
-                    return;
-                }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                continue;
-            }
-        };
-        if let Some(last) = assignments.last() {
-            shared.leasing_from(&last.key.job_id);
-        }
-        for assignment in assignments {
-            shared.outstanding.fetch_add(1, Ordering::AcqRel);
-            let cancel = Arc::new(AtomicBool::new(false));
-            let progress = Arc::new(AtomicU32::new(0));
-            shared.held().insert(
-                assignment.key.clone(),
-                Held {
-                    cancel: cancel.clone(),
-                    progress: progress.clone(),
-                },
-            );
-            match prepare(coordinator, runtime, cache, &assignment).await {
-                Ok(app_dir) => {
-                    let work = Work {
-                        assignment,
-                        app_dir,
-                        cancel,
-                        progress,
-                    };
-                    if work_tx.send(work).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let now = now_ms();
-                    let report = AttemptReport {
-                        key: assignment.key,
-                        outcome: Outcome::Failed(Failure::new(
-                            FailureKind::Internal,
-                            format!("the node could not prepare the attempt: {e}"),
-                        )),
-                        stdout: LogRef::default(),
-                        stderr: LogRef::default(),
-                        started_at: now,
-                        finished_at: now,
-                        peak_memory: 0,
-                    };
-                    let _ = done_tx.send(report);
-                }
-            }
         }
     }
-}
 
-/// Fetches everything an attempt needs; returns its application folder.
-async fn prepare<C: Coordinator>(
-    coordinator: &C,
-    runtime: &Runtime,
-    cache: &Cache,
-    a: &Assignment,
-) -> Result<PathBuf, Error> {
-    let role = if a.kind == TaskKind::Split {
-        Role::Splitter
-    } else {
-        Role::Processor
-    };
-    cache
-        .component(coordinator, runtime, role, &a.component)
-        .await?;
-    let app_dir = cache.app(coordinator, a.image).await?;
-    for input in &a.inputs {
-        cache.file(coordinator, &input.digest).await?;
-    }
-    for result in &a.results {
-        for output in &result.outputs {
-            cache.file(coordinator, &output.digest).await?;
+    /// Records a leased attempt as held, fetches what it needs, and hands
+    /// it to the slots (or reports why it could not). Returns `false` once
+    /// the slots are gone.
+    async fn hand_over(
+        &self,
+        session: &Arc<Session>,
+        assignment: Assignment,
+        work_tx: &crossbeam_channel::Sender<Work>,
+        done_tx: &mpsc::UnboundedSender<Done>,
+    ) -> bool {
+        self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU32::new(0));
+        session.held().insert(
+            assignment.key.clone(),
+            Held {
+                cancel: cancel.clone(),
+                progress: progress.clone(),
+            },
+        );
+        match self.prepare(&session.node_id, &assignment).await {
+            Ok(app_dir) => {
+                let work = Work {
+                    session: session.clone(),
+                    assignment,
+                    app_dir,
+                    cancel,
+                    progress,
+                };
+                // The queue holds at most what the node holds, so this
+                // waits only while the node is far behind.
+                let work_tx = work_tx.clone();
+                tokio::task::spawn_blocking(move || work_tx.send(work).is_ok())
+                    .await
+                    .unwrap_or(false)
+            }
+            Err(e) => {
+                let now = now_ms();
+                let report = AttemptReport {
+                    key: assignment.key,
+                    outcome: Outcome::Failed(Failure::new(
+                        FailureKind::Internal,
+                        format!("the node could not prepare the attempt: {e}"),
+                    )),
+                    stdout: None,
+                    stderr: None,
+                    started_at: now,
+                    finished_at: now,
+                    usage: Usage::default(),
+                };
+                done_tx
+                    .send(Done {
+                        session: session.clone(),
+                        report,
+                    })
+                    .is_ok()
+            }
         }
     }
-    Ok(app_dir)
+
+    /// Fetches everything an attempt needs; returns its application folder.
+    async fn prepare(&self, node_id: &str, a: &Assignment) -> Result<PathBuf, Error> {
+        let role = if a.kind == TaskKind::Split {
+            Role::Splitter
+        } else {
+            Role::Processor
+        };
+        let coordinator = &*self.coordinator;
+        let cache = &self.cache;
+        cache
+            .component(coordinator, node_id, &self.runtime, role, &a.component)
+            .await?;
+        let app_dir = cache.app(coordinator, node_id, a.image).await?;
+        for input in &a.inputs {
+            cache.file(coordinator, node_id, &input.digest).await?;
+        }
+        for result in &a.results {
+            for output in &result.outputs {
+                cache.file(coordinator, node_id, &output.digest).await?;
+            }
+        }
+        Ok(app_dir)
+    }
 }
 
 /// Commits finished attempts in batches until every slot has stopped.
 async fn commit_loop<C: Coordinator>(
     coordinator: Arc<C>,
-    node_id: String,
-    mut done: mpsc::UnboundedReceiver<AttemptReport>,
+    mut done: mpsc::UnboundedReceiver<Done>,
     shared: Arc<Shared>,
 ) {
-    let mut batch = Vec::with_capacity(COMMIT_BATCH);
+    let mut batch: Vec<Done> = Vec::with_capacity(COMMIT_BATCH);
     while let Some(first) = done.recv().await {
         batch.clear();
         batch.push(first);
@@ -453,49 +704,117 @@ async fn commit_loop<C: Coordinator>(
                 Err(_) => break,
             }
         }
-        let keys: Vec<AttemptKey> = batch.iter().map(|r| r.key.clone()).collect();
-        // While stopping, cancelled attempts are released instead (deregister
-        // requeues them without counting a failure).
-        let stopping = shared.stopping.load(Ordering::Relaxed);
-        let reports: Vec<AttemptReport> = batch
-            .drain(..)
-            .filter(|r| {
-                !(stopping
-                    && matches!(&r.outcome, Outcome::Failed(f) if f.kind == FailureKind::Cancelled))
-            })
-            .collect();
-        let mut delay = Duration::from_millis(100);
-        let mut tries = 0;
-        while let Err(e) = coordinator.commit(&node_id, &reports).await {
-            tries += 1;
-            tracing::warn!(error = %e, tries, "committing results failed; retrying");
-            if stopping && tries >= 5 {
-                break;
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
+        // Batches are almost always of one session; keep its order.
+        while !batch.is_empty() {
+            let session = batch[0].session.clone();
+            let (mine, rest): (Vec<Done>, Vec<Done>) = batch
+                .drain(..)
+                .partition(|d| Arc::ptr_eq(&d.session, &session));
+            batch = rest;
+            let reports: Vec<AttemptReport> = mine.into_iter().map(|d| d.report).collect();
+            commit_session(&*coordinator, &session, reports, &shared).await;
         }
-        {
-            let mut held = shared.held();
-            for key in &keys {
-                held.remove(key);
-            }
-        }
-        shared.outstanding.fetch_sub(keys.len(), Ordering::AcqRel);
-        shared.capacity.notify_one();
     }
 }
 
-/// Heartbeats until stopped; cancels the attempts the coordinator revokes.
+/// Commits one session's reports, then forgets them.
+async fn commit_session<C: Coordinator>(
+    coordinator: &C,
+    session: &Session,
+    reports: Vec<AttemptReport>,
+    shared: &Shared,
+) {
+    let keys: Vec<AttemptKey> = reports.iter().map(|r| r.key.clone()).collect();
+    // While stopping, cancelled attempts are released instead (deregister
+    // requeues them without counting a failure).
+    let stopping = shared.stopping.load(Ordering::Relaxed);
+    let reports: Vec<AttemptReport> = reports
+        .into_iter()
+        .filter(|r| {
+            !(stopping
+                && matches!(&r.outcome, Outcome::Failed(f) if f.kind == FailureKind::Cancelled))
+        })
+        .collect();
+    if session.can_commit() {
+        commit_or_split(coordinator, session, &reports, stopping).await;
+    }
+    {
+        let mut held = session.held();
+        for key in &keys {
+            held.remove(key);
+        }
+    }
+    shared.finished(keys.len());
+}
+
+/// Commits reports, retrying while the coordinator is unavailable; a batch
+/// it refuses as a whole is split in halves until the bad report is alone,
+/// and that one is dropped.
+async fn commit_or_split<C: Coordinator>(
+    coordinator: &C,
+    session: &Session,
+    reports: &[AttemptReport],
+    stopping: bool,
+) {
+    let mut pending: Vec<&[AttemptReport]> = vec![reports];
+    while let Some(part) = pending.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        let mut delay = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            match coordinator.commit(&session.node_id, part).await {
+                Ok(reply) => {
+                    for refusal in reply.refused {
+                        tracing::warn!(job = %refusal.key.job_id, seq = refusal.key.seq,
+                            attempt = refusal.key.attempt, reason = ?refusal.reason,
+                            "the service refused a result: {}", refusal.message);
+                    }
+                    break;
+                }
+                Err(NodeError::Refused(message)) if part.len() > 1 => {
+                    tracing::warn!(reports = part.len(), %message, "the service refused a batch of results; splitting it");
+                    let (a, b) = part.split_at(part.len() / 2);
+                    pending.push(b);
+                    pending.push(a);
+                    break;
+                }
+                Err(NodeError::Refused(message)) => {
+                    let key = &part[0].key;
+                    tracing::error!(job = %key.job_id, seq = key.seq, attempt = key.attempt,
+                        %message, "the service refused a result; dropping it");
+                    break;
+                }
+                Err(e) if e.is_transient() => {
+                    tries += 1;
+                    tracing::warn!(error = %e, tries, "committing results failed; retrying");
+                    if (stopping && tries >= 5) || !session.can_commit() {
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "committing results failed");
+                    session.end_on(&e);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Heartbeats until aborted (at the end of its session) or the coordinator
+/// no longer knows the session; cancels the attempts the coordinator
+/// revokes, and stops the session's leasing when the node must leave.
 async fn heartbeat_loop<C: Coordinator>(
     coordinator: Arc<C>,
-    registration: NodeRegistration,
+    session: Arc<Session>,
     interval: Duration,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
 ) {
     loop {
-        let held: Vec<RunningAttempt> = shared
+        let held: Vec<RunningAttempt> = session
             .held()
             .iter()
             .map(|(key, h)| RunningAttempt {
@@ -504,34 +823,45 @@ async fn heartbeat_loop<C: Coordinator>(
             })
             .collect();
         let heartbeat = Heartbeat {
-            node_id: registration.node_id.clone(),
+            node_id: session.node_id.clone(),
             held,
+            unusable: None,
         };
-        let reply = tokio::select! {
-            () = stop.cancelled() => return,
-            reply = coordinator.heartbeat(heartbeat, interval) => reply,
-        };
-        match reply {
+        match coordinator.heartbeat(heartbeat, interval).await {
             Ok(reply) => {
-                let held = shared.held();
-                for key in &reply.revoked {
-                    if let Some(h) = held.get(key) {
-                        h.cancel.store(true, Ordering::Relaxed);
-                    }
+                cancel(&session, &reply.revoked);
+                if reply.drain && session.is_live() {
+                    tracing::info!(node = %session.node_id, "the service asked this node to leave its pool");
+                    session.end(SessionEnd::Left);
+                }
+                if reply.drain {
+                    // Waiting on a drain answers at once: pace the beats.
+                    tokio::time::sleep(interval).await;
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "heartbeat failed");
-                if matches!(e, Error::NotFound { what: "node", .. })
-                    && !register(&*coordinator, &registration, &stop).await
-                {
+                if session.end_on(&e) {
                     return;
                 }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(interval) => {}
-                }
+                tokio::time::sleep(interval).await;
             }
         }
     }
+}
+
+/// Cancels the session's attempts named in `keys`.
+fn cancel(session: &Session, keys: &[AttemptKey]) {
+    let held = session.held();
+    for key in keys {
+        if let Some(h) = held.get(key) {
+            h.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (plain maps and counters, changed in single steps).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

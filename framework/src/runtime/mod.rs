@@ -223,6 +223,28 @@ pub struct AttemptRun<T> {
     pub peak_memory: u64,
 }
 
+impl<T> AttemptRun<T> {
+    /// An attempt that failed before the guest could run or say anything.
+    pub fn failed(failure: Failure) -> Self {
+        Self {
+            result: Err(failure),
+            stdout: Bytes::new(),
+            stderr: Bytes::new(),
+            peak_memory: 0,
+        }
+    }
+
+    /// The same run with its result's value changed by `f`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> AttemptRun<U> {
+        AttemptRun {
+            result: self.result.map(f),
+            stdout: self.stdout,
+            stderr: self.stderr,
+            peak_memory: self.peak_memory,
+        }
+    }
+}
+
 /// The wasm runtime of a process; cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
@@ -445,15 +467,10 @@ impl Runtime {
         let wasi = match sandbox.wasi(args, &stdout, &stderr) {
             Ok(mut builder) => builder.build(),
             Err(e) => {
-                return AttemptRun {
-                    result: Err(Failure::new(
-                        FailureKind::Internal,
-                        format!("cannot prepare the sandbox: {e:#}"),
-                    )),
-                    stdout: Bytes::new(),
-                    stderr: Bytes::new(),
-                    peak_memory: 0,
-                };
+                return AttemptRun::failed(Failure::new(
+                    FailureKind::Internal,
+                    format!("cannot prepare the sandbox: {e:#}"),
+                ));
             }
         };
         let state = TaskState {
@@ -561,15 +578,10 @@ impl GuestJob {
 }
 
 fn not_loaded<T>(role: Role, digest: &Digest) -> AttemptRun<T> {
-    AttemptRun {
-        result: Err(Failure::new(
-            FailureKind::Internal,
-            format!("the {role} {digest} is not loaded on this node"),
-        )),
-        stdout: Bytes::new(),
-        stderr: Bytes::new(),
-        peak_memory: 0,
-    }
+    AttemptRun::failed(Failure::new(
+        FailureKind::Internal,
+        format!("the {role} {digest} is not loaded on this node"),
+    ))
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -8,12 +8,17 @@
 //! JSON documents as text, `RETURNING` and row values where both dialects have
 //! them.
 //!
-//! Reads go through [`Store`]; every write happens inside a [`Tx`], which the
-//! scheduler and the job service drive so that one logical change (a batch of
-//! task results and the job transitions they cause) commits atomically and is
-//! durable before anyone is told "ok".
+//! Reads go through [`Store`]. Writes that belong together happen inside a
+//! [`Tx`], which the scheduler and the job service drive so that one logical
+//! change (a batch of task results and the job transitions they cause)
+//! commits atomically and is durable before anyone is told "ok"; a few
+//! single-statement writes (creating an account or a pool) are `Store`
+//! methods of their own. Each file holds one area: `tx` jobs and tasks,
+//! `nodes` nodes and their leases, `pools`, `accounts`, `queries` the
+//! reads of jobs, tasks and outputs.
 
 mod accounts;
+mod nodes;
 mod pools;
 mod queries;
 mod tx;
@@ -25,6 +30,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub(crate) use nodes::{Lease, NodeRow, Release};
 pub(crate) use queries::{JobListQuery, TaskListQuery};
 pub(crate) use tx::{AttemptRecord, CurrentTask, JobRecord, LeasedTask, NewTask, Tx};
 
@@ -83,10 +89,48 @@ impl Store {
         Ok(Tx::new(self.write.begin().await?))
     }
 
+    /// The service secret called `name`: random bytes made on first use and
+    /// kept in the database, so that every replica (and every restart)
+    /// shares them.
+    pub(crate) async fn secret(&self, name: &str) -> Result<Vec<u8>, Error> {
+        let fresh = crate::auth::generate_key();
+        sqlx::query(
+            "INSERT INTO service_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(&fresh)
+        .execute(&self.write)
+        .await?;
+        let row = sqlx::query("SELECT value FROM service_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.write)
+            .await?;
+        let value: String = row.try_get("value")?;
+        crate::auth::decode_key(&value)
+            .map_err(|e| Error::Internal(format!("the service secret `{name}` is corrupt: {e}")))
+    }
+
     /// Closes every connection.
     pub(crate) async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+    }
+}
+
+/// A stored attempt log: its content address (`None` when empty) and size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LogRef {
+    pub digest: Option<crate::digest::Digest>,
+    pub size: u64,
+}
+
+impl LogRef {
+    /// The log of an uploaded file, or an empty one.
+    pub(crate) fn of(file: Option<&crate::protocol::Uploaded>) -> Self {
+        file.map_or_else(Self::default, |f| Self {
+            digest: Some(f.digest),
+            size: f.size,
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::Store;
+use super::{Store, Tx};
 use crate::error::Error;
 use crate::model::{now_ms, time_from_ms};
 use crate::pools::{Pool, PoolNode};
@@ -64,8 +64,10 @@ impl Store {
 
     async fn pool_nodes(&self, id: &str) -> Result<Vec<PoolNode>, Error> {
         let rows = sqlx::query(
-            "SELECT id, hostname, slots, state, last_seen FROM nodes \
-             WHERE pool = $1 AND state <> 'removed' ORDER BY id",
+            "SELECT n.id, n.hostname, n.address, n.slots, n.memory_bytes, n.version, n.state, \
+             n.reason, n.registered_at, n.last_seen, \
+             (SELECT COUNT(*) FROM tasks t WHERE t.state = 'running' AND t.node = n.id) AS running \
+             FROM nodes n WHERE n.pool = $1 ORDER BY n.registered_at, n.id",
         )
         .bind(id)
         .fetch_all(&self.read)
@@ -75,8 +77,14 @@ impl Store {
                 Ok(PoolNode {
                     id: r.try_get("id")?,
                     hostname: r.try_get("hostname")?,
+                    address: r.try_get("address")?,
                     slots: r.try_get::<i64, _>("slots")? as u64,
-                    state: r.try_get("state")?,
+                    memory_bytes: r.try_get::<i64, _>("memory_bytes")? as u64,
+                    version: r.try_get("version")?,
+                    state: super::parse_column(r, "state")?,
+                    reason: r.try_get("reason")?,
+                    running_tasks: r.try_get::<i64, _>("running")? as u64,
+                    registered_at: time_from_ms(r.try_get("registered_at")?),
                     last_seen: time_from_ms(r.try_get("last_seen")?),
                 })
             })
@@ -123,7 +131,7 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Deletes the pool (its nodes become `removed`) unless it has
+    /// Deletes the pool (its nodes become `offline`) unless it has
     /// unfinished jobs; returns how many it has (0: deleted).
     pub(crate) async fn delete_pool(&self, id: &str) -> Result<u64, Error> {
         let mut tx = self.write.begin().await?;
@@ -138,13 +146,24 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE nodes SET state = 'removed' WHERE pool = $1")
+            sqlx::query("UPDATE nodes SET state = 'offline' WHERE pool = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
         }
         Ok(unfinished)
+    }
+}
+
+impl Tx {
+    /// Whether a pool with this id exists.
+    pub(crate) async fn pool_exists(&mut self, id: &str) -> Result<bool, Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM pools WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
     }
 }
 

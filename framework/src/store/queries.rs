@@ -3,6 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::LogRef;
 use super::tx::{CurrentTask, JOB_COLUMNS, JobRecord, select_current_tasks};
 use super::tx::{json, json_rows};
 use super::{Store, parse_column, parse_digest, parse_failure, parse_json};
@@ -12,7 +13,7 @@ use crate::model::{
     AppSummary, AppVersion, Attempt, FileRef, JobState, LogStream, Output, Progress, Task,
     TaskKind, TaskState, time_from_ms,
 };
-use crate::protocol::{InputFile, LogRef, TaskResultRef};
+use crate::protocol::{InputFile, TaskResultRef};
 
 /// Which jobs to list.
 #[derive(Clone, Debug)]
@@ -320,6 +321,10 @@ impl Store {
                     stdout_size: row.try_get::<i64, _>("stdout_size")? as u64,
                     stderr_size: row.try_get::<i64, _>("stderr_size")? as u64,
                     peak_memory: row.try_get::<i64, _>("peak_memory")? as u64,
+                    wall_us: row.try_get::<i64, _>("wall_us")? as u64,
+                    cpu_us: row.try_get::<i64, _>("cpu_us")? as u64,
+                    bytes_read: row.try_get::<i64, _>("bytes_read")? as u64,
+                    bytes_written: row.try_get::<i64, _>("bytes_written")? as u64,
                 })
             })
             .collect()
@@ -461,5 +466,31 @@ impl Store {
             }
         }
         Ok(results)
+    }
+
+    /// A job's process tasks by state, counted from the task rows (the
+    /// counters on the job must always equal this).
+    #[cfg(test)]
+    pub(crate) async fn recount(&self, job_id: &str) -> Result<super::tx::TaskCounts, Error> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM tasks WHERE job_id = $1 AND kind = 'process' \
+             GROUP BY state",
+        )
+        .bind(job_id)
+        .fetch_all(&self.read)
+        .await?;
+        let mut counts = super::tx::TaskCounts::default();
+        for row in rows {
+            let n = row.try_get::<i64, _>("n")? as u64;
+            match parse_column::<TaskState>(&row, "state")? {
+                TaskState::Blocked => counts.blocked = n,
+                TaskState::Queued => counts.queued = n,
+                TaskState::Running => counts.running = n,
+                TaskState::Succeeded => counts.succeeded = n,
+                TaskState::Failed => counts.failed = n,
+                TaskState::Cancelled => counts.cancelled = n,
+            }
+        }
+        Ok(counts)
     }
 }

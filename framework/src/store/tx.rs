@@ -6,11 +6,12 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::LogRef;
 use super::parse_column;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::model::{Failure, JobState, OutputKind, TaskKind, TaskState};
-use crate::protocol::{LogRef, NodeRegistration, OutputFile};
+use crate::protocol::{OutputFile, Usage};
 
 /// A job's tasks (split and merge steps excluded) by state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,6 +53,16 @@ impl CountDelta {
             TaskState::Failed => &mut self.failed,
             TaskState::Cancelled => &mut self.cancelled,
         }
+    }
+
+    /// Adds another change to this one.
+    pub(crate) fn add(&mut self, other: &Self) {
+        self.blocked += other.blocked;
+        self.queued += other.queued;
+        self.running += other.running;
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.cancelled += other.cancelled;
     }
 
     fn is_zero(&self) -> bool {
@@ -180,6 +191,15 @@ pub(crate) struct CurrentTask {
     pub state: TaskState,
     pub attempts: u32,
     pub failures: u32,
+    /// The node its current attempt was leased to.
+    pub node: Option<String>,
+}
+
+impl CurrentTask {
+    /// Whether `attempt` on `node` is the task's current lease.
+    pub(crate) fn is_leased_to(&self, node: &str, attempt: u32) -> bool {
+        self.attempts == attempt && self.node.as_deref() == Some(node)
+    }
 }
 
 /// A finished attempt to record.
@@ -194,7 +214,7 @@ pub(crate) struct AttemptRecord<'a> {
     pub finished_at: i64,
     pub stdout: LogRef,
     pub stderr: LogRef,
-    pub peak_memory: u64,
+    pub usage: Usage,
 }
 
 /// Most rows sent in one JSON array parameter.
@@ -215,7 +235,7 @@ pub(super) async fn select_current_tasks(
     seqs: &[i64],
 ) -> Result<Vec<CurrentTask>, Error> {
     let sql = format!(
-        "SELECT seq, kind, state, attempts, failures FROM tasks \
+        "SELECT seq, kind, state, attempts, failures, node FROM tasks \
          WHERE job_id = $1 AND seq IN (SELECT CAST(value AS BIGINT) FROM {})",
         json_rows(2)
     );
@@ -233,6 +253,7 @@ pub(super) async fn select_current_tasks(
                 state: parse_column(&row, "state")?,
                 attempts: row.try_get::<i64, _>("attempts")? as u32,
                 failures: row.try_get::<i64, _>("failures")? as u32,
+                node: row.try_get("node")?,
             });
         }
     }
@@ -241,6 +262,83 @@ pub(super) async fn select_current_tasks(
 
 pub(super) fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data serialises")
+}
+
+/// One attempt row in a JSON parameter, fields named as its columns.
+#[derive(serde::Serialize)]
+struct AttemptRow<'a> {
+    job_id: &'a str,
+    seq: i64,
+    attempt: u32,
+    node: &'a str,
+    state: &'static str,
+    failure_kind: Option<&'static str>,
+    failure: Option<&'a str>,
+    started_at: i64,
+    finished_at: i64,
+    stdout_digest: Option<String>,
+    stdout_size: u64,
+    stderr_digest: Option<String>,
+    stderr_size: u64,
+    peak_memory: u64,
+    wall_us: u64,
+    cpu_us: u64,
+    bytes_read: u64,
+    bytes_written: u64,
+}
+
+impl<'a> AttemptRow<'a> {
+    fn of(a: &'a AttemptRecord<'a>) -> Self {
+        let state = if a.failure.is_some() {
+            TaskState::Failed
+        } else {
+            TaskState::Succeeded
+        };
+        Self {
+            job_id: a.job_id,
+            seq: a.seq,
+            attempt: a.attempt,
+            node: a.node,
+            state: state.as_str(),
+            failure_kind: a.failure.map(|f| f.kind.as_str()),
+            failure: a.failure.map(|f| f.message.as_str()),
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            stdout_digest: a.stdout.digest.map(|d| d.to_hex()),
+            stdout_size: a.stdout.size,
+            stderr_digest: a.stderr.digest.map(|d| d.to_hex()),
+            stderr_size: a.stderr.size,
+            peak_memory: a.usage.peak_memory,
+            wall_us: a.usage.wall_us,
+            cpu_us: a.usage.cpu_us,
+            bytes_read: a.usage.bytes_read,
+            bytes_written: a.usage.bytes_written,
+        }
+    }
+}
+
+/// One task row in a JSON parameter, fields named as its columns.
+#[derive(serde::Serialize)]
+struct TaskRow<'a> {
+    seq: i64,
+    name: &'a str,
+    kind: &'static str,
+    state: &'static str,
+    parameters: &'a str,
+    inputs: &'a str,
+    depends_on: &'a str,
+    env: &'a str,
+    deps_remaining: i64,
+}
+
+/// One output row in a JSON parameter, fields named as its columns.
+#[derive(serde::Serialize)]
+struct OutputRow<'a> {
+    seq: i64,
+    path: &'a str,
+    digest: String,
+    size: u64,
+    kind: &'static str,
 }
 
 /// What leasing sets on a task: running on the node, one more attempt.
@@ -252,7 +350,7 @@ const LEASE_RETURNING: &str = "job_id, seq, name, kind, attempts, parameters, in
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
 pub(crate) struct Tx {
-    tx: Transaction<'static, Any>,
+    pub(super) tx: Transaction<'static, Any>,
 }
 
 impl Tx {
@@ -469,30 +567,31 @@ impl Tx {
         let sql = format!(
             "INSERT INTO tasks (job_id, seq, name, kind, pool, state, parameters, inputs, \
              depends_on, env, deps_remaining) \
-             SELECT $1, CAST(value ->> 0 AS BIGINT), value ->> 1, value ->> 2, $2, value ->> 3, \
-             value ->> 4, value ->> 5, value ->> 6, value ->> 7, CAST(value ->> 8 AS BIGINT) \
+             SELECT $1, CAST(value ->> 'seq' AS BIGINT), value ->> 'name', value ->> 'kind', $2, \
+             value ->> 'state', value ->> 'parameters', value ->> 'inputs', \
+             value ->> 'depends_on', value ->> 'env', CAST(value ->> 'deps_remaining' AS BIGINT) \
              FROM {}",
             json_rows(3)
         );
         let mut counts = CountDelta::default();
         for chunk in tasks.chunks(JSON_CHUNK) {
-            let rows: Vec<_> = chunk
+            let rows: Vec<TaskRow<'_>> = chunk
                 .iter()
                 .map(|t| {
                     if t.kind == TaskKind::Process {
                         *counts.slot(t.state) += 1;
                     }
-                    (
-                        t.seq,
-                        &t.name,
-                        t.kind.as_str(),
-                        t.state.as_str(),
-                        &t.parameters,
-                        &t.inputs,
-                        &t.depends_on,
-                        &t.env,
-                        t.deps_remaining,
-                    )
+                    TaskRow {
+                        seq: t.seq,
+                        name: &t.name,
+                        kind: t.kind.as_str(),
+                        state: t.state.as_str(),
+                        parameters: &t.parameters,
+                        inputs: &t.inputs,
+                        depends_on: &t.depends_on,
+                        env: &t.env,
+                        deps_remaining: t.deps_remaining,
+                    }
                 })
                 .collect();
             sqlx::query(&sql)
@@ -682,26 +781,29 @@ impl Tx {
     }
 
     /// Marks running tasks as succeeded, but only those whose current
-    /// attempt is the given one (fencing); returns the tasks it changed.
+    /// attempt is the given one and is leased to `node` (fencing); returns
+    /// the tasks it changed.
     pub(crate) async fn succeed(
         &mut self,
         job_id: &str,
+        node: &str,
         attempts: &[(i64, u32)],
         now: i64,
     ) -> Result<Vec<(i64, TaskKind)>, Error> {
         let sql = format!(
             "UPDATE tasks SET state = 'succeeded', finished_at = $2, progress = 1, \
              failure_kind = NULL, failure = NULL \
-             WHERE job_id = $1 AND state = 'running' AND (seq, attempts) IN \
+             WHERE job_id = $1 AND state = 'running' AND node = $3 AND (seq, attempts) IN \
              (SELECT CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT) FROM {}) \
              RETURNING seq, kind",
-            json_rows(3)
+            json_rows(4)
         );
         let mut done = Vec::with_capacity(attempts.len());
         for chunk in attempts.chunks(JSON_CHUNK) {
             let rows = sqlx::query(&sql)
                 .bind(job_id)
                 .bind(now)
+                .bind(node)
                 .bind(json(chunk))
                 .fetch_all(&mut *self.tx)
                 .await?;
@@ -726,47 +828,59 @@ impl Tx {
         let sql = format!(
             "INSERT INTO attempts (job_id, seq, attempt, node, state, failure_kind, failure, \
              started_at, finished_at, stdout_digest, stdout_size, stderr_digest, stderr_size, \
-             peak_memory) \
-             SELECT value ->> 0, CAST(value ->> 1 AS BIGINT), CAST(value ->> 2 AS BIGINT), \
-             value ->> 3, value ->> 4, value ->> 5, value ->> 6, CAST(value ->> 7 AS BIGINT), \
-             CAST(value ->> 8 AS BIGINT), value ->> 9, CAST(value ->> 10 AS BIGINT), value ->> 11, \
-             CAST(value ->> 12 AS BIGINT), CAST(value ->> 13 AS BIGINT) FROM {} \
-             WHERE true ON CONFLICT (job_id, seq, attempt) DO NOTHING",
+             peak_memory, wall_us, cpu_us, bytes_read, bytes_written) \
+             SELECT value ->> 'job_id', CAST(value ->> 'seq' AS BIGINT), \
+             CAST(value ->> 'attempt' AS BIGINT), value ->> 'node', value ->> 'state', \
+             value ->> 'failure_kind', value ->> 'failure', CAST(value ->> 'started_at' AS BIGINT), \
+             CAST(value ->> 'finished_at' AS BIGINT), value ->> 'stdout_digest', \
+             CAST(value ->> 'stdout_size' AS BIGINT), value ->> 'stderr_digest', \
+             CAST(value ->> 'stderr_size' AS BIGINT), CAST(value ->> 'peak_memory' AS BIGINT), \
+             CAST(value ->> 'wall_us' AS BIGINT), CAST(value ->> 'cpu_us' AS BIGINT), \
+             CAST(value ->> 'bytes_read' AS BIGINT), CAST(value ->> 'bytes_written' AS BIGINT) \
+             FROM {} WHERE true ON CONFLICT (job_id, seq, attempt) DO NOTHING",
             json_rows(1)
         );
         for chunk in attempts.chunks(JSON_CHUNK) {
-            let rows: Vec<_> = chunk
-                .iter()
-                .map(|a| {
-                    let state = if a.failure.is_some() {
-                        TaskState::Failed
-                    } else {
-                        TaskState::Succeeded
-                    };
-                    (
-                        a.job_id,
-                        a.seq,
-                        a.attempt,
-                        a.node,
-                        state.as_str(),
-                        a.failure.map(|f| f.kind.as_str()),
-                        a.failure.map(|f| f.message.as_str()),
-                        a.started_at,
-                        a.finished_at,
-                        a.stdout.digest.map(|d| d.to_hex()),
-                        a.stdout.size,
-                        a.stderr.digest.map(|d| d.to_hex()),
-                        a.stderr.size,
-                        a.peak_memory,
-                    )
-                })
-                .collect();
+            let rows: Vec<AttemptRow<'_>> = chunk.iter().map(AttemptRow::of).collect();
             sqlx::query(&sql)
                 .bind(json(&rows))
                 .execute(&mut *self.tx)
                 .await?;
         }
         Ok(())
+    }
+
+    /// Which of the given attempts of a job `node` reported before (an
+    /// attempt the scheduler recorded as having lost its node does not
+    /// count).
+    pub(crate) async fn recorded_attempts(
+        &mut self,
+        job_id: &str,
+        node: &str,
+        attempts: &[(i64, u32)],
+    ) -> Result<Vec<(i64, u32)>, Error> {
+        let sql = format!(
+            "SELECT seq, attempt FROM attempts WHERE job_id = $1 AND node = $2 \
+             AND (failure_kind IS NULL OR failure_kind <> 'node_lost') AND (seq, attempt) IN \
+             (SELECT CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT) FROM {})",
+            json_rows(3)
+        );
+        let mut found = Vec::new();
+        for chunk in attempts.chunks(JSON_CHUNK) {
+            let rows = sqlx::query(&sql)
+                .bind(job_id)
+                .bind(node)
+                .bind(json(chunk))
+                .fetch_all(&mut *self.tx)
+                .await?;
+            for row in rows {
+                found.push((
+                    row.try_get("seq")?,
+                    row.try_get::<i64, _>("attempt")? as u32,
+                ));
+            }
+        }
+        Ok(found)
     }
 
     /// Records output files of tasks.
@@ -777,17 +891,20 @@ impl Tx {
     ) -> Result<(), Error> {
         let sql = format!(
             "INSERT INTO outputs (job_id, seq, path, digest, size, kind) \
-             SELECT $1, CAST(value ->> 0 AS BIGINT), value ->> 1, value ->> 2, \
-             CAST(value ->> 3 AS BIGINT), value ->> 4 FROM {} \
+             SELECT $1, CAST(value ->> 'seq' AS BIGINT), value ->> 'path', value ->> 'digest', \
+             CAST(value ->> 'size' AS BIGINT), value ->> 'kind' FROM {} \
              WHERE true ON CONFLICT (job_id, seq, path) DO NOTHING",
             json_rows(2)
         );
         for chunk in outputs.chunks(JSON_CHUNK) {
-            let rows: Vec<_> = chunk
+            let rows: Vec<OutputRow<'_>> = chunk
                 .iter()
-                .map(|(seq, f)| {
-                    let kind = OutputKind::of_path(&f.path).as_str();
-                    (seq, &f.path, f.digest.to_hex(), f.size, kind)
+                .map(|(seq, f)| OutputRow {
+                    seq: *seq,
+                    path: &f.path,
+                    digest: f.file.digest.to_hex(),
+                    size: f.file.size,
+                    kind: OutputKind::of_path(&f.path).as_str(),
                 })
                 .collect();
             sqlx::query(&sql)
@@ -978,123 +1095,6 @@ impl Tx {
         self.recount(job_id).await?;
         Ok(done.rows_affected())
     }
-
-    /// Puts the running tasks of a node back in the queue without counting a
-    /// failure (the node was lost or restarted); returns how many.
-    pub(crate) async fn requeue_node_tasks(
-        &mut self,
-        pool: &str,
-        node: &str,
-    ) -> Result<u64, Error> {
-        let rows = sqlx::query(
-            "UPDATE tasks SET state = 'queued', node = NULL \
-             WHERE state = 'running' AND node = $2 AND pool = $1 RETURNING job_id, kind",
-        )
-        .bind(pool)
-        .bind(node)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        let mut per_job: std::collections::BTreeMap<String, i64> = Default::default();
-        for row in &rows {
-            if parse_column::<TaskKind>(row, "kind")? == TaskKind::Process {
-                *per_job.entry(row.try_get("job_id")?).or_default() += 1;
-            }
-        }
-        for (job, n) in per_job {
-            self.adjust_counts(
-                &job,
-                &CountDelta::moved(TaskState::Running, TaskState::Queued, n),
-            )
-            .await?;
-        }
-        Ok(rows.len() as u64)
-    }
-
-    /// Registers a node, or refreshes its registration.
-    pub(crate) async fn upsert_node(
-        &mut self,
-        node: &NodeRegistration,
-        now: i64,
-    ) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO nodes (id, pool, hostname, address, slots, state, registered_at, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, 'idle', $6, $6) \
-             ON CONFLICT (id) DO UPDATE SET pool = $2, hostname = $3, address = $4, slots = $5, \
-             state = 'idle', registered_at = $6, last_seen = $6",
-        )
-        .bind(&node.node_id)
-        .bind(&node.pool)
-        .bind(&node.hostname)
-        .bind(&node.address)
-        .bind(node.slots as i64)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
-    }
-
-    /// Whether a pool with this id exists.
-    pub(crate) async fn pool_exists(&mut self, id: &str) -> Result<bool, Error> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM pools WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *self.tx)
-            .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
-    }
-
-    /// The pool a registered node serves, if it is registered.
-    pub(crate) async fn node_pool(&mut self, node: &str) -> Result<Option<String>, Error> {
-        let row = sqlx::query("SELECT pool FROM nodes WHERE id = $1")
-            .bind(node)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        Ok(row.map(|r| r.try_get("pool")).transpose()?)
-    }
-
-    /// Records that a node is alive; false if it is not registered.
-    pub(crate) async fn touch_node(
-        &mut self,
-        node: &str,
-        state: &str,
-        now: i64,
-    ) -> Result<bool, Error> {
-        let done = sqlx::query(
-            "UPDATE nodes SET state = $2, last_seen = $3 WHERE id = $1 AND state <> 'removed'",
-        )
-        .bind(node)
-        .bind(state)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Sets a node's state.
-    pub(crate) async fn set_node_state(&mut self, node: &str, state: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE nodes SET state = $2 WHERE id = $1")
-            .bind(node)
-            .bind(state)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
-    }
-
-    /// Nodes that said nothing since `cutoff` and are not yet offline.
-    pub(crate) async fn silent_nodes(
-        &mut self,
-        cutoff: i64,
-    ) -> Result<Vec<(String, String)>, Error> {
-        let rows = sqlx::query(
-            "SELECT id, pool FROM nodes WHERE state IN ('starting', 'idle', 'busy') \
-             AND last_seen < $1",
-        )
-        .bind(cutoff)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("pool")?)))
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -1136,7 +1136,11 @@ mod tests {
         assert_eq!(rest.len(), 4, "the four left in pool p");
         assert!(tx.lease("p", "n2", 100, 1002).await.unwrap().is_empty());
         // Losing the node puts its tasks back, and the next lease is attempt 2.
-        assert_eq!(tx.requeue_node_tasks("p", "n1").await.unwrap(), 3);
+        let released = tx
+            .release("n1", None, crate::store::Release::Returned)
+            .await
+            .unwrap();
+        assert_eq!(released.requeued, 3);
         let again = tx.lease("p", "n3", 100, 1003).await.unwrap();
         assert_eq!(again.len(), 3);
         assert!(again.iter().all(|t| t.attempts == 2));

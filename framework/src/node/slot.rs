@@ -11,22 +11,28 @@ use std::sync::atomic::{AtomicBool, AtomicU32};
 
 use bytes::Bytes;
 
+use super::Session;
 use super::cache::Cache;
-use crate::digest::Digest;
 use crate::error::Error;
 use crate::model::{Failure, FailureKind, TaskKind, now_ms};
 use crate::protocol::{
-    Assignment, AttemptReport, Coordinator, InputFile, LogRef, Outcome, OutputFile,
+    Assignment, AttemptReport, Coordinator, InputFile, Outcome, OutputFile, PlanRef, SplitPlan,
+    UploadSource, Uploaded, Usage,
 };
 use crate::runtime::{
     AttemptRun, GuestFile, GuestJob, GuestTask, GuestTaskResult, Runtime, Sandbox, human_bytes,
 };
+
+/// A split plan larger than this (as JSON) is uploaded as a file instead
+/// of travelling in the report.
+const INLINE_PLAN_BYTES: usize = 1 << 20;
 
 /// Most files one attempt may leave in `/output`.
 const MAX_OUTPUT_FILES: usize = 100_000;
 
 /// An attempt ready to run: its assignment and everything fetched for it.
 pub(super) struct Work {
+    pub(super) session: Arc<Session>,
     pub(super) assignment: Assignment,
     pub(super) app_dir: PathBuf,
     pub(super) cancel: Arc<AtomicBool>,
@@ -35,18 +41,23 @@ pub(super) struct Work {
 
 /// What a slot needs to run attempts.
 pub(super) struct Slot<C> {
-    pub(super) node_id: String,
-    pub(super) runtime: Runtime,
-    pub(super) coordinator: Arc<C>,
-    pub(super) cache: Arc<Cache>,
-    pub(super) handle: tokio::runtime::Handle,
-    pub(super) inputs: PathBuf,
-    pub(super) output: PathBuf,
+    runtime: Runtime,
+    coordinator: Arc<C>,
+    cache: Arc<Cache>,
+    handle: tokio::runtime::Handle,
+    inputs: PathBuf,
+    output: PathBuf,
 }
 
 impl<C: Coordinator> Slot<C> {
-    /// Prepares the slot's folders.
-    pub(super) fn prepare(dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    /// A slot with fresh, empty folders under `dir`; call it from the
+    /// node's tokio runtime.
+    pub(super) fn new(
+        dir: &Path,
+        runtime: Runtime,
+        coordinator: Arc<C>,
+        cache: Arc<Cache>,
+    ) -> Result<Self, Error> {
         let inputs = dir.join("inputs");
         let output = dir.join("output");
         for d in [&inputs, &output] {
@@ -55,23 +66,26 @@ impl<C: Coordinator> Slot<C> {
             }
             std::fs::create_dir_all(d)?;
         }
-        Ok((inputs, output))
+        Ok(Self {
+            runtime,
+            coordinator,
+            cache,
+            handle: tokio::runtime::Handle::current(),
+            inputs,
+            output,
+        })
     }
 
     /// Runs one attempt and reports how it ended; never fails.
     pub(super) fn run(&self, work: &Work) -> AttemptReport {
         let started_at = now_ms();
         let a = &work.assignment;
+        let node_id = work.session.node_id.as_str();
         let run = if work.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            AttemptRun {
-                result: Err(Failure::new(
-                    FailureKind::Cancelled,
-                    "the attempt was cancelled before it started",
-                )),
-                stdout: Bytes::new(),
-                stderr: Bytes::new(),
-                peak_memory: 0,
-            }
+            AttemptRun::failed(Failure::new(
+                FailureKind::Cancelled,
+                "the attempt was cancelled before it started",
+            ))
         } else {
             self.execute(work)
         };
@@ -79,27 +93,32 @@ impl<C: Coordinator> Slot<C> {
         // that found nothing proves the folder is still empty.
         let mut output_empty = a.kind == TaskKind::Split;
         let outcome = match run.result {
-            Ok(plan) => match self.collect_outputs(a) {
+            Ok(plan) => match self.collect_outputs(node_id, a) {
                 Ok((outputs, empty)) => {
                     output_empty |= empty;
-                    Outcome::Succeeded { outputs, plan }
+                    match self.plan_ref(node_id, a, plan) {
+                        Ok(plan) => Outcome::Succeeded { outputs, plan },
+                        Err(failure) => Outcome::Failed(failure),
+                    }
                 }
                 Err(failure) => Outcome::Failed(failure),
             },
             Err(failure) => Outcome::Failed(failure),
         };
-        let (stdout, stderr, outcome) =
-            match (self.store_log(run.stdout), self.store_log(run.stderr)) {
-                (Ok(out), Ok(err)) => (out, err, outcome),
-                (Err(e), _) | (_, Err(e)) => (
-                    LogRef::default(),
-                    LogRef::default(),
-                    Outcome::Failed(Failure::new(
-                        FailureKind::Internal,
-                        format!("storing the logs failed: {e}"),
-                    )),
-                ),
-            };
+        let logs = self
+            .store_log(node_id, a, run.stdout)
+            .and_then(|out| Ok((out, self.store_log(node_id, a, run.stderr)?)));
+        let (stdout, stderr, outcome) = match logs {
+            Ok((out, err)) => (out, err, outcome),
+            Err(e) => (
+                None,
+                None,
+                Outcome::Failed(Failure::new(
+                    FailureKind::Internal,
+                    format!("storing the logs failed: {e}"),
+                )),
+            ),
+        };
         self.clean(a, output_empty);
         AttemptReport {
             key: a.key.clone(),
@@ -108,28 +127,54 @@ impl<C: Coordinator> Slot<C> {
             stderr,
             started_at,
             finished_at: now_ms(),
-            peak_memory: run.peak_memory,
+            usage: Usage {
+                peak_memory: run.peak_memory,
+                ..Usage::default()
+            },
         }
     }
 
-    fn execute(&self, work: &Work) -> AttemptRun<Option<crate::protocol::SplitPlan>> {
+    /// A split plan as the report carries it: inline, or uploaded when large.
+    fn plan_ref(
+        &self,
+        node_id: &str,
+        a: &Assignment,
+        plan: Option<SplitPlan>,
+    ) -> Result<Option<PlanRef>, Failure> {
+        let Some(plan) = plan else { return Ok(None) };
+        let json = serde_json::to_vec(&plan).map_err(internal("encoding the split plan"))?;
+        if json.len() <= INLINE_PLAN_BYTES {
+            return Ok(Some(PlanRef::Inline(plan)));
+        }
+        let uploaded = self
+            .upload(node_id, a, UploadSource::Bytes(&Bytes::from(json)))
+            .map_err(internal("uploading the split plan"))?;
+        Ok(Some(PlanRef::Uploaded(uploaded)))
+    }
+
+    fn upload(
+        &self,
+        node_id: &str,
+        a: &Assignment,
+        source: UploadSource<'_>,
+    ) -> Result<Uploaded, crate::protocol::NodeError> {
+        self.handle
+            .block_on(self.coordinator.upload(node_id, &a.key, source))
+    }
+
+    fn execute(&self, work: &Work) -> AttemptRun<Option<SplitPlan>> {
         let a = &work.assignment;
         if let Err(e) = self.mount_inputs(a) {
-            return AttemptRun {
-                result: Err(Failure::new(
-                    FailureKind::Internal,
-                    format!("preparing /inputs failed: {e}"),
-                )),
-                stdout: Bytes::new(),
-                stderr: Bytes::new(),
-                peak_memory: 0,
-            };
+            return AttemptRun::failed(Failure::new(
+                FailureKind::Internal,
+                format!("preparing /inputs failed: {e}"),
+            ));
         }
         let sandbox = Sandbox {
             app: work.app_dir.clone(),
             inputs: self.inputs.clone(),
             output: (a.kind != TaskKind::Split).then(|| self.output.clone()),
-            env: environment(a, &self.node_id),
+            env: environment(a, &work.session.node_id),
             limits: a.limits,
             cancel: work.cancel.clone(),
             progress: work.progress.clone(),
@@ -150,15 +195,7 @@ impl<C: Coordinator> Slot<C> {
             inputs: files(&a.inputs),
         };
         match a.kind {
-            TaskKind::Split => {
-                let run = self.runtime.split(&a.component, &sandbox, &job());
-                AttemptRun {
-                    result: run.result.map(Some),
-                    stdout: run.stdout,
-                    stderr: run.stderr,
-                    peak_memory: run.peak_memory,
-                }
-            }
+            TaskKind::Split => self.runtime.split(&a.component, &sandbox, &job()).map(Some),
             TaskKind::Process => {
                 let task = GuestTask {
                     job_id: a.key.job_id.clone(),
@@ -213,7 +250,11 @@ impl<C: Coordinator> Slot<C> {
 
     /// Stores every file the attempt left in `/output`; also says whether
     /// `/output` was empty (not even a folder in it).
-    fn collect_outputs(&self, a: &Assignment) -> Result<(Vec<OutputFile>, bool), Failure> {
+    fn collect_outputs(
+        &self,
+        node_id: &str,
+        a: &Assignment,
+    ) -> Result<(Vec<OutputFile>, bool), Failure> {
         if a.kind == TaskKind::Split {
             return Ok((Vec::new(), true));
         }
@@ -275,30 +316,29 @@ impl<C: Coordinator> Slot<C> {
                 let relative = crate::package::check_relative_path(&relative).map_err(|e| {
                     Failure::new(FailureKind::GuestError, format!("output `{relative}`: {e}"))
                 })?;
-                let (digest, size) = self
-                    .handle
-                    .block_on(self.coordinator.store_file(&path))
+                let file = self
+                    .upload(node_id, a, UploadSource::File(&path))
                     .map_err(internal("storing an output"))?;
                 Ok(OutputFile {
                     path: relative,
-                    digest,
-                    size,
+                    file,
                 })
             })
             .collect::<Result<_, Failure>>()?;
         Ok((stored, entries_seen == 0))
     }
 
-    fn store_log(&self, bytes: Bytes) -> Result<LogRef, Error> {
+    fn store_log(
+        &self,
+        node_id: &str,
+        a: &Assignment,
+        bytes: Bytes,
+    ) -> Result<Option<Uploaded>, crate::protocol::NodeError> {
         if bytes.is_empty() {
-            return Ok(LogRef::default());
+            return Ok(None);
         }
-        let size = bytes.len() as u64;
-        let digest: Digest = self.handle.block_on(self.coordinator.store_bytes(bytes))?;
-        Ok(LogRef {
-            digest: Some(digest),
-            size,
-        })
+        self.upload(node_id, a, UploadSource::Bytes(&bytes))
+            .map(Some)
     }
 
     /// Empties the slot's folders for the next attempt.
@@ -324,13 +364,8 @@ fn folder_is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
 }
 
-fn without_plan(run: AttemptRun<()>) -> AttemptRun<Option<crate::protocol::SplitPlan>> {
-    AttemptRun {
-        result: run.result.map(|()| None),
-        stdout: run.stdout,
-        stderr: run.stderr,
-        peak_memory: run.peak_memory,
-    }
+fn without_plan(run: AttemptRun<()>) -> AttemptRun<Option<SplitPlan>> {
+    run.map(|()| None)
 }
 
 fn internal<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Failure {
