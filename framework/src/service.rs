@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::blobs::BlobStore;
 use crate::error::Error;
 use crate::model::LOCAL_POOL;
-use crate::node::{self, NodeConfig, NodeHandle};
+use crate::node::{self, NodeConfig, NodeHandle, WorkerCommand};
 use crate::package::ArchiveLimits;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -35,6 +35,9 @@ pub struct ServiceConfig {
     pub scheduler: SchedulerConfig,
     /// Runtime settings.
     pub runtime: RuntimeConfig,
+    /// How the embedded node starts its slots' worker processes (default:
+    /// this executable, which must call `node::run_if_worker` first thing).
+    pub worker: WorkerCommand,
 }
 
 impl ServiceConfig {
@@ -53,6 +56,9 @@ impl ServiceConfig {
                 max_instances: (slots as u32 * 4).max(64),
                 ..RuntimeConfig::default()
             },
+            worker: WorkerCommand::current_exe().unwrap_or_else(|_| WorkerCommand {
+                program: "tessera".into(),
+            }),
         }
     }
 }
@@ -146,6 +152,7 @@ impl Service {
                 address: "in-process".into(),
                 agent: None,
                 archive_limits: config.archive_limits.clone(),
+                worker: config.worker.clone(),
             },
         )?;
         Ok(Some(node))

@@ -28,6 +28,7 @@ impl TestService {
 
     /// Like [`TestService::start`], with the config adjusted by `adjust`.
     pub async fn start_with(slots: usize, adjust: impl FnOnce(&mut ServiceConfig)) -> Self {
+        init_logging();
         let dir = tempfile::tempdir().unwrap();
         let config = test_config(dir.path(), slots, adjust);
         let embedded = Embedded::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
@@ -109,6 +110,17 @@ impl TestService {
     }
 }
 
+/// Shows the service's log lines in a failing test's output, filtered by
+/// `TESSERA_LOG` (default: warnings).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// Settings for tests: short heartbeats and limits that misbehaving guests
 /// reach quickly.
 pub fn test_config(
@@ -123,19 +135,45 @@ pub fn test_config(
     config.scheduler.task_memory_bytes = 256 << 20;
     config.scheduler.task_log_bytes = 1 << 20;
     config.scheduler.task_output_bytes = 64 << 20;
+    config.worker = worker();
     adjust(&mut config);
     config
 }
 
-/// Waits (up to two minutes) for a job to finish.
+/// How nodes started by the tests run their slots: the `tessera` binary's
+/// worker mode (the test binary cannot be a worker).
+pub fn worker() -> tessera_framework::node::WorkerCommand {
+    tessera_framework::node::WorkerCommand {
+        program: env!("CARGO_BIN_EXE_tessera").into(),
+    }
+}
+
+/// Waits (up to two minutes) for a job to finish; if it does not, fails
+/// the test showing the job and its unfinished tasks.
 pub async fn wait(client: &Client, id: &str) -> Job {
-    tokio::time::timeout(
+    let waited = tokio::time::timeout(
         Duration::from_secs(120),
         client.wait(id, Duration::from_millis(50), |_| {}),
     )
-    .await
-    .expect("the job did not finish within two minutes")
-    .unwrap()
+    .await;
+    match waited {
+        Ok(job) => job.unwrap(),
+        Err(_) => {
+            let job = client.job(id).await.unwrap();
+            let tasks = client
+                .tasks(id, None, None, Some(1000))
+                .await
+                .unwrap()
+                .tasks;
+            let unfinished: Vec<_> = tasks
+                .iter()
+                .filter(|t| !matches!(t.state, tessera_framework::model::TaskState::Succeeded))
+                .collect();
+            panic!(
+                "job {id} did not finish within two minutes: {job:#?}\nunfinished tasks: {unfinished:#?}"
+            );
+        }
+    }
 }
 
 /// A zip of the given files.

@@ -152,6 +152,7 @@ async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
             address: "test".into(),
             agent: None,
             archive_limits: service.config().archive_limits.clone(),
+            worker: crate::harness::worker(),
         },
     )
     .unwrap();

@@ -404,3 +404,75 @@ async fn a_processor_declaring_more_memory_than_its_limit_fails_before_it_runs()
     assert_still_healthy(&svc).await;
     svc.stop().await;
 }
+
+/// The slot worker processes of the node whose work folder is under `dir`.
+fn slot_workers(dir: &std::path::Path) -> Vec<i32> {
+    let dir = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_worker =
+            args.get(1).map(String::as_str) == Some(tessera_framework::node::WORKER_ARG);
+        if is_worker && args.get(2).is_some_and(|slot| slot.starts_with(&dir)) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_worker_that_dies_fails_only_the_attempt_it_ran_and_is_replaced() {
+    let svc = TestService::start(1).await;
+    svc.publish_hostile(&[]).await;
+    let c = &svc.client;
+    let job = c
+        .submit(&SubmitJob {
+            max_task_retries: Some(1),
+            ..plan_job(
+                json!([{"name": "a", "params": {"behaviour": "busy", "millis": 3000}},
+                       {"name": "b", "params": {"behaviour": "ok"}}]),
+                false,
+            )
+        })
+        .await
+        .unwrap();
+    crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "task a to run",
+        || async {
+            let task = c.task(&job.id, "a").await.ok()?.task;
+            (task.state == TaskState::Running).then_some(())
+        },
+    )
+    .await;
+    let workers = slot_workers(svc.dir.path());
+    assert_eq!(workers.len(), 1, "one slot, one worker: {workers:?}");
+    // Let the attempt start in the worker, then kill the worker under it.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // SAFETY: kill only sends a signal to a process this test started.
+    assert_eq!(unsafe { libc::kill(workers[0], libc::SIGKILL) }, 0);
+    let done = crate::harness::wait(c, &job.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    let a = c.task(&job.id, "a").await.unwrap();
+    assert_eq!(a.attempt_history.len(), 2, "{a:#?}");
+    let first = a.attempt_history[0].failure.as_ref().unwrap();
+    assert_eq!(first.kind, FailureKind::Internal);
+    assert!(first.message.contains("worker process died"), "{first}");
+    assert!(a.attempt_history[1].failure.is_none());
+    let b = c.task(&job.id, "b").await.unwrap();
+    assert_eq!(
+        b.attempt_history.len(),
+        1,
+        "b never started before the crash: {b:#?}"
+    );
+    let now = slot_workers(svc.dir.path());
+    assert_eq!(now.len(), 1, "the slot has a new worker");
+    assert_ne!(now[0], workers[0]);
+}

@@ -1,6 +1,6 @@
 //! A node's local cache: files by digest, extracted application images, and
-//! loaded components. Everything here can be deleted at any time; the node
-//! fetches it again from the service.
+//! compiled components. Everything here can be deleted at any time; the
+//! node fetches it again from the service.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,8 @@ pub(super) struct Cache {
     limits: ArchiveLimits,
     files: Mutex<HashSet<Digest>>,
     apps: Mutex<HashMap<Option<Digest>, PathBuf>>,
+    /// Artifacts known to be in the cache, by key.
+    artifacts: Mutex<HashSet<String>>,
 }
 
 impl Cache {
@@ -34,6 +36,7 @@ impl Cache {
             limits,
             files: Mutex::new(HashSet::new()),
             apps: Mutex::new(HashMap::new()),
+            artifacts: Mutex::new(HashSet::new()),
         })
     }
 
@@ -102,52 +105,46 @@ impl Cache {
         Ok(dir)
     }
 
-    /// Makes sure a component is loaded in the runtime: from memory, from
-    /// this node's artifact cache, from the service's own artifact, or (when
-    /// no compatible artifact exists) by compiling it here. Compiled code is
-    /// kept only in this node's cache: nodes never share machine code.
-    pub(super) async fn component<C: Coordinator>(
+    /// Makes sure a component's compiled artifact is in this node's cache
+    /// and returns its path: it is the service's own artifact when the
+    /// service has one for this node's engine, else compiled here. Compiled
+    /// code is kept only in this node's cache: nodes never share machine
+    /// code.
+    pub(super) async fn artifact<C: Coordinator>(
         &self,
         coordinator: &C,
         node_id: &str,
         runtime: &Runtime,
         role: Role,
         digest: &Digest,
-    ) -> Result<(), Error> {
-        if runtime.is_loaded(role, digest) {
-            return Ok(());
-        }
+    ) -> Result<PathBuf, Error> {
         let key = runtime.artifact_key(role, digest);
         let local = self.root.join("artifacts").join(&key);
-        let artifact = match tokio::fs::read(&local).await {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                let bytes = match coordinator.fetch_artifact(node_id, &key).await? {
-                    Some(bytes) => bytes.to_vec(),
-                    None => {
-                        let wasm =
-                            tokio::fs::read(self.file(coordinator, node_id, digest).await?).await?;
-                        let rt = runtime.clone();
-                        tokio::task::spawn_blocking(move || rt.compile(role, &wasm))
-                            .await
-                            .map_err(|e| Error::Internal(format!("compile task failed: {e}")))??
-                    }
-                };
-                if let Some(parent) = local.parent() {
-                    tokio::fs::create_dir_all(parent).await?;
-                }
-                let tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?;
-                tokio::fs::write(tmp.path(), &bytes).await?;
-                tmp.persist(&local).map_err(|e| Error::Io(e.error))?;
-                bytes
+        if lock(&self.artifacts).contains(&key) {
+            return Ok(local);
+        }
+        if tokio::fs::try_exists(&local).await? {
+            lock(&self.artifacts).insert(key);
+            return Ok(local);
+        }
+        let bytes = match coordinator.fetch_artifact(node_id, &key).await? {
+            Some(bytes) => bytes.to_vec(),
+            None => {
+                let wasm = tokio::fs::read(self.file(coordinator, node_id, digest).await?).await?;
+                let rt = runtime.clone();
+                tokio::task::spawn_blocking(move || rt.compile(role, &wasm))
+                    .await
+                    .map_err(|e| Error::Internal(format!("compile task failed: {e}")))??
             }
         };
-        let rt = runtime.clone();
-        let digest = *digest;
-        tokio::task::spawn_blocking(move || rt.load(role, &digest, &artifact))
-            .await
-            .map_err(|e| Error::Internal(format!("load task failed: {e}")))??;
-        Ok(())
+        if let Some(parent) = local.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?;
+        tokio::fs::write(tmp.path(), &bytes).await?;
+        tmp.persist(&local).map_err(|e| Error::Io(e.error))?;
+        lock(&self.artifacts).insert(key);
+        Ok(local)
     }
 }
 

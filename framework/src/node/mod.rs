@@ -13,7 +13,9 @@
 //! - the **lease loop** keeps enough tasks on hand to keep every slot busy
 //!   (more when tasks are short, so that one lease serves many of them),
 //!   fetches what they need into the local cache, and hands them to slots;
-//! - **slots** are OS threads that run one attempt at a time ([`slot`]);
+//! - **slots** are worker processes that run one attempt at a time, with no
+//!   checks inside the guest: a deadline or a cancellation stops the
+//!   worker, and its supervisor starts another ([`worker`]);
 //! - the **committer** sends finished attempts back in batches, retrying
 //!   until the coordinator has them (a commit is idempotent), splitting a
 //!   batch the coordinator refuses and dropping the reports it refuses;
@@ -22,15 +24,15 @@
 //!   when the node should leave.
 
 mod cache;
-mod slot;
+mod worker;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -41,7 +43,7 @@ use crate::protocol::{
 };
 use crate::runtime::{Role, Runtime};
 use cache::Cache;
-use slot::{Slot, Work};
+pub use worker::{WORKER_ARG, WorkerCommand, run_if_worker};
 
 /// How long one lease request waits for work before asking again.
 const LEASE_WAIT: Duration = Duration::from_secs(20);
@@ -64,7 +66,16 @@ const REMEMBERED_JOBS: usize = 1024;
 const ID_FILE: &str = "node-id";
 
 /// What a node keeps in its work folder.
-const LOCAL_FILES: [&str; 4] = ["cache", "slots", "programs", ID_FILE];
+const LOCAL_FILES: [&str; 5] = ["cache", "slots", "programs", "outbox", ID_FILE];
+
+/// Uploads in flight at once, across a node's slots.
+const UPLOADS: usize = 16;
+
+/// Attempts sent ahead to a slot's worker at most, when tasks are short.
+const MAX_PIPELINE: usize = 16;
+
+/// About this much work (in microseconds) is sent ahead to a busy worker.
+const PIPELINE_MICROS: u64 = 2_000;
 
 /// Settings of a node.
 #[derive(Clone, Debug)]
@@ -91,6 +102,8 @@ pub struct NodeConfig {
     pub agent: Option<String>,
     /// Limits on the application images it unpacks (as at publish).
     pub archive_limits: crate::package::ArchiveLimits,
+    /// How it starts its slots' worker processes.
+    pub worker: WorkerCommand,
 }
 
 impl NodeConfig {
@@ -224,6 +237,8 @@ struct Shared {
     /// Set once the node is stopping: cancelled attempts are released, not
     /// committed.
     stopping: AtomicBool,
+    /// Why the node cannot run tasks, if it cannot.
+    unusable: Mutex<Option<String>>,
 }
 
 /// Moving averages of task durations per job, and the job the node is
@@ -272,11 +287,54 @@ impl Shared {
         }
     }
 
+    /// How many attempts a slot's worker may hold when it runs one of
+    /// `job`'s: one (it runs alone) unless that job's tasks are known to be
+    /// short, and then only about [`PIPELINE_MICROS`] of work, so that a
+    /// worker never waits for the next attempt to arrive while a task that
+    /// turns out long delays little behind it.
+    fn pipeline_depth(&self, job: Option<&str>) -> usize {
+        let Some(job) = job else { return 1 };
+        match self.durations().micros.get(job) {
+            Some(&micros) => {
+                (PIPELINE_MICROS / micros.max(1)).clamp(1, MAX_PIPELINE as u64) as usize
+            }
+            None => 1,
+        }
+    }
+
+    fn set_unusable(&self, why: Option<String>) {
+        *lock(&self.unusable) = why;
+    }
+
+    fn unusable(&self) -> Option<String> {
+        lock(&self.unusable).clone()
+    }
+
     /// Attempts were committed or dropped: room for more.
     fn finished(&self, n: usize) {
         self.outstanding.fetch_sub(n, Ordering::AcqRel);
         self.capacity.notify_one();
     }
+}
+
+/// Where a prepared attempt's files are on this machine.
+#[derive(Clone, Debug)]
+struct Prepared {
+    /// The component's compiled artifact.
+    artifact: PathBuf,
+    /// The extracted application image.
+    app: PathBuf,
+    /// Files under `/inputs`: their path there and the cached copy.
+    mounts: Vec<(String, PathBuf)>,
+}
+
+/// An attempt ready to run: its assignment and everything fetched for it.
+struct Work {
+    session: Arc<Session>,
+    assignment: Assignment,
+    prepared: Prepared,
+    cancel: Arc<AtomicBool>,
+    progress: Arc<AtomicU32>,
 }
 
 /// A finished attempt on its way to the committer.
@@ -309,6 +367,7 @@ pub fn start<C: Coordinator>(
             capacity: Notify::new(),
             durations: Mutex::new(Durations::default()),
             stopping: AtomicBool::new(false),
+            unusable: Mutex::new(None),
         }),
         id: id_tx,
     };
@@ -330,7 +389,7 @@ struct Node<C> {
 
 impl<C: Coordinator> Node<C> {
     async fn run(self) -> Result<(), NodeError> {
-        let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(self.channel_bound());
+        let (work_tx, work_rx) = mpsc::channel::<Work>(self.channel_bound());
         // Reports are few compared to the capacity: at most what is held.
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
         let slots = self.start_slots(work_rx, &done_tx).map_err(|e| {
@@ -370,14 +429,10 @@ impl<C: Coordinator> Node<C> {
         };
         drop(work_tx);
         drop(done_tx);
-        let joined = tokio::task::spawn_blocking(move || {
-            for slot in slots {
-                let _ = slot.join();
+        for slot in slots {
+            if slot.await.is_err() {
+                tracing::error!("a task slot's supervisor panicked");
             }
-        })
-        .await;
-        if joined.is_err() {
-            tracing::error!("a task slot thread panicked");
         }
         let _ = committer.await;
         if matches!(end, SessionEnd::Stopped | SessionEnd::Left) && self.config.remove_work_dir {
@@ -413,45 +468,39 @@ impl<C: Coordinator> Node<C> {
         self.config.slots.max(1) * MAX_HELD_PER_SLOT
     }
 
+    /// Starts a supervisor per slot; each starts its worker process.
     fn start_slots(
         &self,
-        work_rx: crossbeam_channel::Receiver<Work>,
+        work_rx: mpsc::Receiver<Work>,
         done_tx: &mpsc::UnboundedSender<Done>,
-    ) -> Result<Vec<std::thread::JoinHandle<()>>, Error> {
-        let mut slots = Vec::with_capacity(self.config.slots);
-        for i in 0..self.config.slots {
-            let slot = Slot::new(
-                &self.config.work_dir.join("slots").join(i.to_string()),
-                self.runtime.clone(),
-                self.coordinator.clone(),
-                self.cache.clone(),
-            )?;
-            let rx = work_rx.clone();
-            let tx = done_tx.clone();
-            let shared = self.shared.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("tessera-slot-{i}"))
-                // Room for a guest's wasm stack, a program it runs, and the host.
-                .stack_size(16 << 20)
-                .spawn(move || {
-                    while let Ok(work) = rx.recv() {
-                        let start = Instant::now();
-                        let report = slot.run(&work);
-                        if work.assignment.kind == TaskKind::Process {
-                            let micros = start.elapsed().as_micros() as u64;
-                            shared.record_duration(&work.assignment.key.job_id, micros);
-                        }
-                        let done = Done {
-                            session: work.session,
-                            report,
-                        };
-                        if tx.send(done).is_err() {
-                            break;
-                        }
-                    }
-                })?;
-            slots.push(thread);
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, Error> {
+        let dir = &self.config.work_dir;
+        let outbox = dir.join("outbox");
+        // Files of an earlier run were uploaded or are of no use now.
+        if outbox.exists() {
+            std::fs::remove_dir_all(&outbox)?;
         }
+        std::fs::create_dir_all(&outbox)?;
+        let queue = Arc::new(tokio::sync::Mutex::new(work_rx));
+        let uploads = Arc::new(Semaphore::new(UPLOADS));
+        let slots = (0..self.config.slots)
+            .map(|i| {
+                tokio::spawn(worker::supervise(worker::SlotContext {
+                    command: self.config.worker.clone(),
+                    setup: worker::Setup {
+                        slot_dir: dir.join("slots").join(i.to_string()),
+                        outbox: outbox.clone(),
+                        program_cache: dir.join("programs"),
+                        max_memory_bytes: self.runtime.config().max_memory_bytes,
+                    },
+                    queue: queue.clone(),
+                    done: done_tx.clone(),
+                    coordinator: self.coordinator.clone(),
+                    shared: self.shared.clone(),
+                    uploads: uploads.clone(),
+                }))
+            })
+            .collect();
         Ok(slots)
     }
 
@@ -481,12 +530,13 @@ impl<C: Coordinator> Node<C> {
     async fn run_session(
         &self,
         session: &Arc<Session>,
-        work_tx: &crossbeam_channel::Sender<Work>,
+        work_tx: &mpsc::Sender<Work>,
         done_tx: &mpsc::UnboundedSender<Done>,
     ) -> SessionEnd {
         let heartbeat = tokio::spawn(heartbeat_loop(
             self.coordinator.clone(),
             session.clone(),
+            self.shared.clone(),
             self.config.heartbeat_interval,
         ));
         let drain = self.lease_loop(session, work_tx, done_tx).await;
@@ -543,7 +593,7 @@ impl<C: Coordinator> Node<C> {
     async fn lease_loop(
         &self,
         session: &Arc<Session>,
-        work_tx: &crossbeam_channel::Sender<Work>,
+        work_tx: &mpsc::Sender<Work>,
         done_tx: &mpsc::UnboundedSender<Done>,
     ) -> bool {
         loop {
@@ -610,7 +660,7 @@ impl<C: Coordinator> Node<C> {
         &self,
         session: &Arc<Session>,
         assignment: Assignment,
-        work_tx: &crossbeam_channel::Sender<Work>,
+        work_tx: &mpsc::Sender<Work>,
         done_tx: &mpsc::UnboundedSender<Done>,
     ) -> bool {
         self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
@@ -624,21 +674,18 @@ impl<C: Coordinator> Node<C> {
             },
         );
         match self.prepare(&session.node_id, &assignment).await {
-            Ok(app_dir) => {
-                let work = Work {
+            // The queue holds at most what the node holds, so this waits
+            // only while the node is far behind.
+            Ok(prepared) => work_tx
+                .send(Work {
                     session: session.clone(),
                     assignment,
-                    app_dir,
+                    prepared,
                     cancel,
                     progress,
-                };
-                // The queue holds at most what the node holds, so this
-                // waits only while the node is far behind.
-                let work_tx = work_tx.clone();
-                tokio::task::spawn_blocking(move || work_tx.send(work).is_ok())
-                    .await
-                    .unwrap_or(false)
-            }
+                })
+                .await
+                .is_ok(),
             Err(e) => {
                 let now = now_ms();
                 let report = AttemptReport {
@@ -663,8 +710,8 @@ impl<C: Coordinator> Node<C> {
         }
     }
 
-    /// Fetches everything an attempt needs; returns its application folder.
-    async fn prepare(&self, node_id: &str, a: &Assignment) -> Result<PathBuf, Error> {
+    /// Fetches everything an attempt needs into the cache.
+    async fn prepare(&self, node_id: &str, a: &Assignment) -> Result<Prepared, Error> {
         let role = if a.kind == TaskKind::Split {
             Role::Splitter
         } else {
@@ -672,19 +719,31 @@ impl<C: Coordinator> Node<C> {
         };
         let coordinator = &*self.coordinator;
         let cache = &self.cache;
-        cache
-            .component(coordinator, node_id, &self.runtime, role, &a.component)
+        let artifact = cache
+            .artifact(coordinator, node_id, &self.runtime, role, &a.component)
             .await?;
-        let app_dir = cache.app(coordinator, node_id, a.image).await?;
-        for input in &a.inputs {
-            cache.file(coordinator, node_id, &input.digest).await?;
+        let app = cache.app(coordinator, node_id, a.image).await?;
+        let mut files: Vec<(String, crate::digest::Digest)> = a
+            .inputs
+            .iter()
+            .map(|i| (i.path.clone(), i.digest))
+            .collect();
+        for r in &a.results {
+            files.extend(
+                r.outputs
+                    .iter()
+                    .map(|o| (format!("{}/{}", r.name, o.path), o.digest)),
+            );
         }
-        for result in &a.results {
-            for output in &result.outputs {
-                cache.file(coordinator, node_id, &output.digest).await?;
-            }
+        let mut mounts = Vec::with_capacity(files.len());
+        for (path, digest) in files {
+            mounts.push((path, cache.file(coordinator, node_id, &digest).await?));
         }
-        Ok(app_dir)
+        Ok(Prepared {
+            artifact,
+            app,
+            mounts,
+        })
     }
 }
 
@@ -811,6 +870,7 @@ async fn commit_or_split<C: Coordinator>(
 async fn heartbeat_loop<C: Coordinator>(
     coordinator: Arc<C>,
     session: Arc<Session>,
+    shared: Arc<Shared>,
     interval: Duration,
 ) {
     loop {
@@ -825,7 +885,7 @@ async fn heartbeat_loop<C: Coordinator>(
         let heartbeat = Heartbeat {
             node_id: session.node_id.clone(),
             held,
-            unusable: None,
+            unusable: shared.unusable(),
         };
         match coordinator.heartbeat(heartbeat, interval).await {
             Ok(reply) => {

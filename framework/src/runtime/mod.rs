@@ -1,19 +1,21 @@
 //! The WebAssembly runtime: the only module that names wasmtime types.
 //!
-//! One [`Runtime`] per process owns one wasmtime `Engine` (pooling allocator,
-//! epoch interruption; every setting in `engine.rs`), the linker that offers
-//! WASI preview 2 and the `tessera:app/host` imports, and a cache of
-//! instantiation-ready components keyed by digest. Components are compiled
-//! once, at publish time ([`Runtime::compile`] also checks they implement the
-//! right world), and nodes load the serialised artifact ([`Runtime::load`]).
+//! One [`Runtime`] per process owns one wasmtime `Engine` (pooling
+//! allocator, no epoch checks; every setting in `engine.rs`), the linker
+//! that offers WASI preview 2 and the `tessera:app/host` imports, and a
+//! bounded cache of instantiation-ready components keyed by digest.
+//! Components are compiled once, at publish time ([`Runtime::compile`] also
+//! checks they implement the right world), and slot workers load the
+//! serialised artifact ([`Runtime::load_file`]).
 //!
 //! Each attempt gets a fresh store built for its [`Sandbox`]: `/app` and
 //! `/inputs` read-only, `/output` writable, its environment, no network, a
-//! memory limit, a wall-clock deadline and a cancel flag checked at every
-//! epoch tick, and bounded stdout/stderr. Calls are synchronous: the caller
-//! (a node's worker thread) blocks until the guest returns, traps or is
-//! interrupted, and gets an [`AttemptRun`] with a typed [`Failure`] if it
-//! failed.
+//! memory limit, and bounded stdout/stderr. Calls are synchronous: the
+//! caller (a slot worker's thread) blocks until the guest returns or traps,
+//! and gets an [`AttemptRun`] with a typed [`Failure`] if it failed. Nothing
+//! here stops a running guest: a slot's worker process is stopped from
+//! outside at its deadline or on cancellation ([`interrupted`] names the
+//! failure).
 
 mod bindings;
 mod engine;
@@ -22,25 +24,24 @@ mod sandbox;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::OutputStream;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-pub use sandbox::Sandbox;
 pub(crate) use sandbox::human_bytes;
+pub use sandbox::{Interrupt, Logs, Sandbox, folder_size, interrupted};
 
 use bindings::processor_world::ProcessorPre;
 use bindings::splitter_world::SplitterPre;
 use bindings::{host, types};
 use program::Programs;
-use sandbox::{Guard, TaskState, take_pipe, truncate};
+use sandbox::{Guard, TaskState, truncate};
 
 use crate::digest::Digest;
 use crate::model::{Failure, FailureKind};
@@ -252,14 +253,18 @@ pub struct Runtime {
 }
 
 struct Inner {
+    config: RuntimeConfig,
     engine: Engine,
     linker: Linker<TaskState>,
     splitters: RwLock<HashMap<Digest, SplitterPre<TaskState>>>,
     processors: RwLock<HashMap<Digest, ProcessorPre<TaskState>>>,
     programs: Arc<Programs>,
     compat: String,
-    _ticker: engine::EpochTicker,
 }
+
+/// Components kept loaded at most, per role; past it the cache starts over
+/// (loading again from the artifact file is a memory map, milliseconds).
+const LOADED_COMPONENTS: usize = 64;
 
 /// Whether bytes are a core module or a component.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,7 +283,7 @@ fn component_kind(bytes: &[u8]) -> Option<ComponentKind> {
 }
 
 impl Runtime {
-    /// Starts the engine and its epoch ticker.
+    /// Starts the engine.
     pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
         let engine = engine::build(config)?;
         let compat = engine::compatibility_key(&engine);
@@ -288,18 +293,22 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let programs = Programs::new(&engine, config.program_cache.clone(), compat.clone())
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        let ticker = engine::EpochTicker::start(&engine)?;
         Ok(Self {
             inner: Arc::new(Inner {
+                config: config.clone(),
                 engine,
                 linker,
                 splitters: RwLock::new(HashMap::new()),
                 processors: RwLock::new(HashMap::new()),
                 programs: Arc::new(programs),
                 compat,
-                _ticker: ticker,
             }),
         })
+    }
+
+    /// The settings the runtime was made with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
     }
 
     /// The key a component's precompiled artifact is stored under; it names
@@ -308,8 +317,8 @@ impl Runtime {
         format!("{}/{role}/{digest}.cwasm", self.inner.compat)
     }
 
-    /// Compiles a component, checks it implements `role`'s world, keeps it
-    /// loaded, and returns its serialised artifact.
+    /// Compiles a component, checks it implements `role`'s world, and
+    /// returns its serialised artifact.
     pub fn compile(&self, role: Role, wasm: &[u8]) -> Result<Vec<u8>, RuntimeError> {
         match component_kind(wasm) {
             None => return Err(RuntimeError::NotWasm { role }),
@@ -321,7 +330,7 @@ impl Runtime {
                 role,
                 message: format!("{e:#}"),
             })?;
-        self.prepare(role, &Digest::of(wasm), &component)
+        self.check_world(role, &component)
             .map_err(|message| RuntimeError::WrongWorld { role, message })?;
         component.serialize().map_err(|e| RuntimeError::Compile {
             role,
@@ -329,20 +338,26 @@ impl Runtime {
         })
     }
 
-    /// Loads a serialised artifact made by [`Runtime::compile`] (by this
-    /// process or another with the same [`Runtime::artifact_key`]).
-    pub fn load(&self, role: Role, digest: &Digest, artifact: &[u8]) -> Result<(), RuntimeError> {
-        // SAFETY: artifacts come only from Tessera's own file store, written
-        // by `compile` under a key that includes the engine's compatibility
-        // hash; wasmtime additionally checks the header before loading.
-        let component =
-            unsafe { Component::deserialize(&self.inner.engine, artifact) }.map_err(|e| {
-                RuntimeError::Load {
-                    role,
-                    message: format!("{e:#}"),
-                }
+    /// Loads an artifact file made by [`Runtime::compile`] (by this process
+    /// or another with the same [`Runtime::artifact_key`]) and keeps it
+    /// ready to instantiate.
+    pub fn load_file(
+        &self,
+        role: Role,
+        digest: &Digest,
+        artifact: &Path,
+    ) -> Result<(), RuntimeError> {
+        // SAFETY: artifact files come only from Tessera's own compile: the
+        // service's (at publish) or this node's, kept in the node's private
+        // cache under a key that includes the engine's compatibility hash;
+        // nodes never accept compiled code from another node, and wasmtime
+        // checks the header before loading.
+        let component = unsafe { Component::deserialize_file(&self.inner.engine, artifact) }
+            .map_err(|e| RuntimeError::Load {
+                role,
+                message: format!("{e:#}"),
             })?;
-        self.prepare(role, digest, &component)
+        self.keep(role, digest, &component)
             .map_err(|message| RuntimeError::Load { role, message })
     }
 
@@ -354,20 +369,37 @@ impl Runtime {
         }
     }
 
-    fn prepare(&self, role: Role, digest: &Digest, component: &Component) -> Result<(), String> {
-        let pre = self
-            .inner
+    fn instance_pre(
+        &self,
+        component: &Component,
+    ) -> Result<wasmtime::component::InstancePre<TaskState>, String> {
+        self.inner
             .linker
             .instantiate_pre(component)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Checks that a component implements `role`'s world.
+    fn check_world(&self, role: Role, component: &Component) -> Result<(), String> {
+        let pre = self.instance_pre(component)?;
+        match role {
+            Role::Splitter => SplitterPre::new(pre).map(drop),
+            Role::Processor => ProcessorPre::new(pre).map(drop),
+        }
+        .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Keeps a component ready to instantiate.
+    fn keep(&self, role: Role, digest: &Digest, component: &Component) -> Result<(), String> {
+        let pre = self.instance_pre(component)?;
         match role {
             Role::Splitter => {
                 let pre = SplitterPre::new(pre).map_err(|e| format!("{e:#}"))?;
-                write(&self.inner.splitters).insert(*digest, pre);
+                insert_bounded(&self.inner.splitters, *digest, pre);
             }
             Role::Processor => {
                 let pre = ProcessorPre::new(pre).map_err(|e| format!("{e:#}"))?;
-                write(&self.inner.processors).insert(*digest, pre);
+                insert_bounded(&self.inner.processors, *digest, pre);
             }
         }
         Ok(())
@@ -461,10 +493,8 @@ impl Runtime {
         call: impl FnOnce(&mut Store<TaskState>) -> wasmtime::Result<Result<T, String>>,
     ) -> AttemptRun<T> {
         let capacity = sandbox.limits.log_bytes as usize;
-        let stdout = MemoryOutputPipe::new(capacity);
-        let stderr = MemoryOutputPipe::new(capacity);
-        let deadline = Instant::now() + Duration::from_millis(sandbox.limits.timeout_ms);
-        let wasi = match sandbox.wasi(args, &stdout, &stderr) {
+        let logs = &sandbox.logs;
+        let wasi = match sandbox.wasi(args, &logs.stdout, &logs.stderr) {
             Ok(mut builder) => builder.build(),
             Err(e) => {
                 return AttemptRun::failed(Failure::new(
@@ -476,22 +506,16 @@ impl Runtime {
         let state = TaskState {
             wasi,
             table: ResourceTable::new(),
-            guard: Guard::new(sandbox, deadline),
-            stderr: stderr.clone(),
+            guard: Guard::new(sandbox.limits),
             sandbox: sandbox.clone(),
             programs: self.inner.programs.clone(),
         };
         let mut store = Store::new(&self.inner.engine, state);
         Guard::install(&mut store, |s| &mut s.guard);
         let outcome = call(&mut store);
-        let state = store.into_data();
-        let guard = state.guard;
-        // The guest's stdout and stderr streams live in the resource table
-        // and hold clones of the pipes: drop them too, or the pipes cannot
-        // be taken and the guest's own output is lost.
-        drop((state.wasi, state.table, state.stderr));
-        let stdout = take_pipe(stdout);
-        let stderr = take_pipe(stderr);
+        let guard = store.into_data().guard;
+        let stdout = logs.stdout();
+        let stderr = logs.stderr();
         let result = match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(message)) => Err(guard
@@ -588,8 +612,13 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|e| e.into_inner())
 }
 
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|e| e.into_inner())
+/// Inserts into a cache map, starting it over when it is full.
+fn insert_bounded<V>(lock: &RwLock<HashMap<Digest, V>>, digest: Digest, value: V) {
+    let mut map = lock.write().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= LOADED_COMPONENTS && !map.contains_key(&digest) {
+        map.clear();
+    }
+    map.insert(digest, value);
 }
 
 impl host::Host for TaskState {
@@ -603,7 +632,7 @@ impl host::Host for TaskState {
         // A full stderr drops further lines; the size limit is enforced
         // when the guest itself writes.
         let line = format!("[{level}] {message}\n");
-        let _ = self.stderr.write(Bytes::from(line));
+        let _ = self.sandbox.logs.stderr.write(Bytes::from(line));
     }
 
     fn progress(&mut self, fraction: f32) {
@@ -622,9 +651,7 @@ impl host::Host for TaskState {
         path: String,
         args: Vec<String>,
     ) -> Result<host::ProgramOutput, String> {
-        let run = self
-            .programs
-            .run(&self.sandbox, self.guard.deadline(), &path, args)?;
+        let run = self.programs.run(&self.sandbox, &path, args)?;
         Ok(host::ProgramOutput {
             status: run.status,
             stdout: run.stdout,

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use wasmtime::component::{Component, Linker as ComponentLinker, ResourceTable};
 use wasmtime::{Engine, InstancePre, Linker, Module, Store};
@@ -19,7 +18,7 @@ use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
-use super::sandbox::{Guard, Sandbox, take_pipe};
+use super::sandbox::{Guard, Sandbox};
 use super::{ComponentKind, component_kind};
 use crate::digest::Digest;
 
@@ -88,11 +87,11 @@ impl Programs {
     }
 
     /// Runs the program at `path` (absolute under `/app`, or relative to it)
-    /// in `sandbox`, until `deadline`.
+    /// in `sandbox` (whose deadline stops the whole attempt, this program
+    /// with it).
     pub(super) fn run(
         &self,
         sandbox: &Sandbox,
-        deadline: Instant,
         path: &str,
         args: Vec<String>,
     ) -> Result<ProgramRun, String> {
@@ -113,14 +112,14 @@ impl Programs {
         let builder = sandbox
             .wasi(&argv, &stdout, &stderr)
             .map_err(|e| format!("cannot prepare the sandbox: {e:#}"))?;
-        let guard = Guard::new(sandbox, deadline);
+        let guard = Guard::new(sandbox.limits);
 
         let (result, guard) = match &*program {
             Loaded::Command(pre) => run_command(pre, builder, guard),
             Loaded::PreviewOne(pre) => run_preview_one(pre, builder, guard),
         };
-        let stdout = take_pipe(stdout).to_vec();
-        let stderr = take_pipe(stderr).to_vec();
+        let stdout = stdout.contents().to_vec();
+        let stderr = stderr.contents().to_vec();
         match result {
             Ok(status) => Ok(ProgramRun {
                 status,

@@ -1,18 +1,22 @@
 //! One attempt's store: its WASI context (the task sandbox), its limits, and
 //! how a failed call is turned into a [`Failure`].
+//!
+//! The store enforces the memory limit itself. Wall-clock limits,
+//! cancellation and the output size are not checked inside the guest (that
+//! check, at every loop back-edge, cost up to 80% on tight loops): the
+//! process running the guest is stopped from outside instead, and
+//! [`interrupted`] says why in the attempt's failure.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Instant;
+use std::sync::atomic::AtomicU32;
 
 use bytes::Bytes;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::engine::OUTPUT_CHECK_TICKS;
 use super::program::Programs;
 use crate::model::{Failure, FailureKind};
 use crate::protocol::TaskLimits;
@@ -33,8 +37,8 @@ pub struct Sandbox {
     pub env: Vec<(String, String)>,
     /// Limits.
     pub limits: TaskLimits,
-    /// Set to stop the attempt.
-    pub cancel: Arc<AtomicBool>,
+    /// Where the guest's stdout and stderr go.
+    pub logs: Logs,
     /// The guest's last reported progress (an `f32`'s bits).
     pub progress: Arc<AtomicU32>,
 }
@@ -68,81 +72,92 @@ impl Sandbox {
     }
 }
 
-/// Why the host stopped a guest.
+/// An attempt's captured stdout and stderr, each bounded by the log limit.
+/// Clones share the buffers, so whoever stops an attempt from outside can
+/// still read what it wrote.
+#[derive(Clone, Debug)]
+pub struct Logs {
+    pub(super) stdout: MemoryOutputPipe,
+    pub(super) stderr: MemoryOutputPipe,
+}
+
+impl Logs {
+    /// Empty buffers holding at most `limit` bytes each.
+    pub fn new(limit: u64) -> Self {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Self {
+            stdout: MemoryOutputPipe::new(limit),
+            stderr: MemoryOutputPipe::new(limit),
+        }
+    }
+
+    /// What the guest wrote to stdout so far (a copy).
+    pub fn stdout(&self) -> Bytes {
+        self.stdout.contents()
+    }
+
+    /// What the guest wrote to stderr so far, with its log lines (a copy).
+    pub fn stderr(&self) -> Bytes {
+        self.stderr.contents()
+    }
+}
+
+/// Why an attempt was stopped from outside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Interrupt {
+pub enum Interrupt {
+    /// Someone cancelled it.
     Cancelled,
+    /// It ran past its wall-clock limit.
     Timeout,
+    /// Its `/output` grew past its limit.
     OutputLimit,
 }
 
-/// Enforces an attempt's limits from inside its store.
+/// The failure of an attempt stopped from outside for `why`.
+pub fn interrupted(why: Interrupt, limits: &TaskLimits) -> Failure {
+    match why {
+        Interrupt::Cancelled => Failure::new(FailureKind::Cancelled, "the attempt was cancelled"),
+        Interrupt::Timeout => Failure::new(
+            FailureKind::Timeout,
+            format!(
+                "the attempt ran past its wall-clock limit of {}",
+                human_duration(limits.timeout_ms)
+            ),
+        ),
+        Interrupt::OutputLimit => Failure::new(
+            FailureKind::OutputLimit,
+            format!(
+                "/output grew past its limit of {}",
+                human_bytes(limits.output_bytes)
+            ),
+        ),
+    }
+}
+
+/// Enforces an attempt's memory limit from inside its store, and remembers
+/// what it saw.
 pub(super) struct Guard {
     limits: TaskLimits,
-    deadline: Instant,
-    cancel: Arc<AtomicBool>,
-    output: Option<PathBuf>,
-    ticks: u32,
-    pub(super) interrupt: Option<Interrupt>,
     pub(super) memory_exceeded: bool,
     pub(super) peak_memory: u64,
 }
 
 impl Guard {
-    pub(super) fn new(sandbox: &Sandbox, deadline: Instant) -> Self {
+    pub(super) fn new(limits: TaskLimits) -> Self {
         Self {
-            limits: sandbox.limits,
-            deadline,
-            cancel: sandbox.cancel.clone(),
-            output: sandbox.output.clone(),
-            ticks: 0,
-            interrupt: None,
+            limits,
             memory_exceeded: false,
             peak_memory: 0,
         }
     }
 
-    /// The deadline this guard enforces.
-    pub(super) fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// Called at every epoch tick while the guest runs.
-    pub(super) fn on_tick(&mut self) -> UpdateDeadline {
-        self.ticks = self.ticks.wrapping_add(1);
-        let interrupt = if self.cancel.load(Ordering::Relaxed) {
-            Some(Interrupt::Cancelled)
-        } else if Instant::now() >= self.deadline {
-            Some(Interrupt::Timeout)
-        } else if self.ticks.is_multiple_of(OUTPUT_CHECK_TICKS)
-            && self
-                .output
-                .as_deref()
-                .is_some_and(|dir| folder_size(dir) > self.limits.output_bytes)
-        {
-            Some(Interrupt::OutputLimit)
-        } else {
-            None
-        };
-        match interrupt {
-            Some(i) => {
-                self.interrupt = Some(i);
-                UpdateDeadline::Interrupt
-            }
-            None => UpdateDeadline::Continue(1),
-        }
-    }
-
-    /// Installs this guard's limiter and epoch callback on a store, and
-    /// lets one call hand the host as much data as the guest's memory may
-    /// hold (wasmtime's default of 128 MiB is less than a plan of a
-    /// million tasks).
+    /// Installs this guard's limiter on a store, and lets one call hand the
+    /// host as much data as the guest's memory may hold (wasmtime's default
+    /// of 128 MiB is less than a plan of a million tasks).
     pub(super) fn install<T: Send + 'static>(store: &mut Store<T>, get: fn(&mut T) -> &mut Guard) {
         let memory = get(store.data_mut()).limits.memory_bytes;
         store.set_hostcall_fuel(usize::try_from(memory.max(128 << 20)).unwrap_or(usize::MAX));
         store.limiter(move |t| get(t) as &mut dyn ResourceLimiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |mut ctx| Ok(get(ctx.data_mut()).on_tick()));
     }
 
     /// Turns an error from a guest call into a failure.
@@ -153,30 +168,6 @@ impl Guard {
         stderr: &[u8],
     ) -> Failure {
         let limits = &self.limits;
-        match self.interrupt {
-            Some(Interrupt::Cancelled) => {
-                return Failure::new(FailureKind::Cancelled, "the attempt was cancelled");
-            }
-            Some(Interrupt::Timeout) => {
-                return Failure::new(
-                    FailureKind::Timeout,
-                    format!(
-                        "the attempt ran past its wall-clock limit of {}",
-                        human_duration(limits.timeout_ms)
-                    ),
-                );
-            }
-            Some(Interrupt::OutputLimit) => {
-                return Failure::new(
-                    FailureKind::OutputLimit,
-                    format!(
-                        "/output grew past its limit of {}",
-                        human_bytes(limits.output_bytes)
-                    ),
-                );
-            }
-            None => {}
-        }
         if self.memory_exceeded {
             return Failure::new(
                 FailureKind::MemoryLimit,
@@ -257,8 +248,6 @@ pub(super) struct TaskState {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
     pub(super) guard: Guard,
-    /// Host log lines go to the attempt's stderr.
-    pub(super) stderr: MemoryOutputPipe,
     pub(super) sandbox: Sandbox,
     pub(super) programs: Arc<Programs>,
 }
@@ -272,14 +261,8 @@ impl WasiView for TaskState {
     }
 }
 
-/// A store's captured output (a copy, so it does not matter which clones
-/// of the pipe are still alive).
-pub(super) fn take_pipe(pipe: MemoryOutputPipe) -> Bytes {
-    pipe.contents()
-}
-
 /// The total size of the regular files under `dir`.
-pub(super) fn folder_size(dir: &Path) -> u64 {
+pub fn folder_size(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -338,7 +321,7 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
 }
 
 /// `2.5 s`-style durations for messages.
-fn human_duration(ms: u64) -> String {
+pub(crate) fn human_duration(ms: u64) -> String {
     if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {

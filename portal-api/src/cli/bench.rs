@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -13,7 +13,7 @@ use clap::Args;
 use tessera_framework::jobs::{InputRef, SubmitJob};
 use tessera_framework::model::{Job, JobState};
 use tessera_framework::protocol::TaskLimits;
-use tessera_framework::runtime::Sandbox;
+use tessera_framework::runtime::{Logs, Role, Sandbox};
 
 use super::{ServiceArgs, workloads};
 use crate::client::Client;
@@ -131,7 +131,7 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
         "the benchmark needs an embedded pool: give --slots 1 or more"
     );
     let client = embedded.admin_client()?;
-    let cpu_before = process_cpu_secs();
+    let cpu_before = cpu_secs();
     publish_sample(&client, "noop").await?;
     let (job, secs) = run_sample(
         &client,
@@ -140,43 +140,56 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
         Vec::new(),
     )
     .await?;
-    let cpu_per_task = (process_cpu_secs() - cpu_before) / args.tasks as f64;
     ensure!(
         job.progress.succeeded == args.tasks,
         "only {} tasks succeeded",
         job.progress.succeeded
     );
     let tasks_per_sec = args.tasks as f64 / secs;
+    let version = client.app_version("noop", job.app_version).await?;
+    let service = embedded.service.clone();
+    // Stopping reaps the slots' worker processes, so that their CPU time
+    // is counted with this process's.
+    embedded.stop().await?;
+    let cpu_per_task = (cpu_secs() - cpu_before) / args.tasks as f64;
 
     // The same processor on the same engine, without the service around it.
-    let version = client.app_version("noop", job.app_version).await?;
     let folders = tempfile::tempdir()?;
     for d in ["app", "inputs", "output"] {
         std::fs::create_dir(folders.path().join(d))?;
     }
-    let config = embedded.service.config().scheduler.clone();
+    let runtime = service.runtime().clone();
+    let key = runtime.artifact_key(Role::Processor, &version.processor);
+    let artifact = service
+        .blobs()
+        .get_artifact(&key)
+        .await?
+        .context("the service keeps the processor's compiled artifact")?;
+    let artifact_path = folders.path().join("processor.cwasm");
+    std::fs::write(&artifact_path, &artifact)?;
+    runtime.load_file(Role::Processor, &version.processor, &artifact_path)?;
+    let config = service.config().scheduler.clone();
+    let limits = TaskLimits {
+        memory_bytes: config.task_memory_bytes,
+        timeout_ms: 60_000,
+        output_bytes: config.task_output_bytes,
+        log_bytes: config.task_log_bytes,
+    };
     let sandbox = Sandbox {
         app: folders.path().join("app"),
         inputs: folders.path().join("inputs"),
         output: Some(folders.path().join("output")),
         env: vec![("TESSERA_JOB_ID".into(), "bench".into())],
-        limits: TaskLimits {
-            memory_bytes: config.task_memory_bytes,
-            timeout_ms: 60_000,
-            output_bytes: config.task_output_bytes,
-            log_bytes: config.task_log_bytes,
-        },
-        cancel: Arc::new(AtomicBool::new(false)),
+        limits,
+        logs: Logs::new(limits.log_bytes),
         progress: Arc::new(AtomicU32::new(0)),
     };
-    let runtime = embedded.service.runtime().clone();
     let calls = args.tasks.clamp(1_000, 200_000) as usize;
     let raw_per_sec = tokio::task::spawn_blocking(move || {
         runtime.measure_process_rate(&version.processor, &sandbox, slots, calls)
     })
     .await?
     .map_err(|f| anyhow::anyhow!("the raw measurement failed: {f}"))?;
-    embedded.stop().await?;
     println!(
         "{}",
         serde_json::json!({
@@ -264,14 +277,19 @@ pub(super) async fn compute(args: ComputeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// CPU time (user and system) this process has used, in seconds.
-fn process_cpu_secs() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0.0;
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
+/// CPU seconds used by this process and its children that have ended (the
+/// slots' worker processes, once the service has stopped).
+fn cpu_secs() -> f64 {
+    let used = |who| {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+            return 0.0;
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        secs(usage.ru_utime) + secs(usage.ru_stime)
+    };
+    used(libc::RUSAGE_SELF) + used(libc::RUSAGE_CHILDREN)
 }
 
 fn round(x: f64) -> f64 {

@@ -330,7 +330,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Sends log lines to stderr, filtered by `TESSERA_LOG` (default `warn`).
+pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
