@@ -19,7 +19,8 @@
 //! from the [`scheduler`] through the [`protocol::Coordinator`] interface,
 //! runs each attempt in a fresh sandbox ([`runtime`]), and commits the
 //! results in batches. The embedded service's local pool is a node running in
-//! process; remote node agents speak the same protocol.
+//! process; `tessera node` agents on other machines run the same node over
+//! the portal's HTTP form of the protocol.
 //!
 //! State lives in a SQL database ([`store`], private) and files in a
 //! content-addressed blob store ([`blobs`]); a [`service::Service`] opens

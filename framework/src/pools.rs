@@ -12,8 +12,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{Caller, check_name};
+use crate::digest::Digest;
 use crate::error::Error;
 use crate::model::{LOCAL_POOL, NodeState};
+use crate::protocol::NodeError;
 use crate::service::Service;
 
 /// A pool, as the API shows it.
@@ -35,6 +37,11 @@ pub struct Pool {
     pub queued_tasks: u64,
     /// Tasks running on (or leased to) its nodes.
     pub running_tasks: u64,
+    /// The token node agents join it with: given to its owner when the
+    /// pool is created and when the token is shown or replaced, never in
+    /// listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<String>,
 }
 
 /// A node of a pool.
@@ -82,6 +89,24 @@ pub struct NewPool {
     pub shared: bool,
 }
 
+/// A pool as a node agent authenticated for it sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePool {
+    /// Its id.
+    pub id: String,
+    /// Its owner.
+    pub account: String,
+    /// Whether every account's jobs run on it.
+    pub shared: bool,
+}
+
+/// A fresh join token: 32 random bytes in hex.
+fn join_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).expect("the system has a random source");
+    hex::encode(bytes)
+}
+
 /// The id of `account`'s pool `name`.
 pub(crate) fn pool_id(account: &str, name: &str, shared: bool) -> String {
     if shared {
@@ -104,10 +129,11 @@ impl Service {
             Self::require_admin(caller, "create shared pools")?;
         }
         let id = pool_id(&caller.account, &request.name, request.shared);
+        let token = join_token();
         if !self
             .inner
             .store
-            .insert_pool(&id, &caller.account, &request.name, request.shared)
+            .insert_pool(&id, &caller.account, &request.name, request.shared, &token)
             .await?
         {
             return Err(Error::Conflict(format!(
@@ -116,7 +142,109 @@ impl Service {
             )));
         }
         tracing::info!(pool = %id, by = %caller.account, "pool created");
-        self.pool(&caller.account, &request.name).await
+        let mut pool = self.pool(&caller.account, &request.name).await?;
+        pool.join_token = Some(token);
+        Ok(pool)
+    }
+
+    /// One of the caller's pools with its join token, after replacing the
+    /// token if `regenerate` (the old one is refused from then on, by
+    /// every node that uses it). Only the pool's owner sees its token.
+    pub async fn join_token(
+        &self,
+        caller: &Caller,
+        name: &str,
+        regenerate: bool,
+    ) -> Result<Pool, Error> {
+        let mut pool = self
+            .owned_pool(caller, name, "see or replace its join token")
+            .await?;
+        let token = if regenerate {
+            let token = join_token();
+            self.inner.store.set_join_token(&pool.id, &token).await?;
+            tracing::info!(pool = %pool.id, by = %caller.account, "join token regenerated");
+            token
+        } else {
+            self.inner
+                .store
+                .pool_access(&pool.id)
+                .await?
+                .map(|(_, _, token)| token)
+                .ok_or_else(|| Error::not_found("pool", name))?
+        };
+        pool.join_token = Some(token);
+        Ok(pool)
+    }
+
+    /// One of the caller's own pools (a shared pool is its owner's).
+    async fn owned_pool(&self, caller: &Caller, name: &str, to: &str) -> Result<Pool, Error> {
+        let pool = self.pool(&caller.account, name).await?;
+        if pool.account != caller.account {
+            return Err(Error::Forbidden(format!(
+                "the shared pool `{name}` belongs to `{}`; only its owner may {to}",
+                pool.account
+            )));
+        }
+        Ok(pool)
+    }
+
+    /// Checks a node agent's credentials: `pool_id` exists and `token` is
+    /// its join token.
+    pub async fn authenticate_node(
+        &self,
+        pool_id: &str,
+        token: &str,
+    ) -> Result<NodePool, NodeError> {
+        let Some((account, shared, expected)) = self.inner.store.pool_access(pool_id).await? else {
+            return Err(NodeError::PoolGone(pool_id.to_owned()));
+        };
+        let same = expected.len() == token.len()
+            && expected
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |d, (a, b)| d | (a ^ b))
+                == 0;
+        if !same {
+            return Err(NodeError::TokenRefused(format!(
+                "it is not the join token of pool `{pool_id}` (wrong, or replaced with `tessera pool token NAME --regenerate`); start the agent with the pool's current token"
+            )));
+        }
+        Ok(NodePool {
+            id: pool_id.to_owned(),
+            account,
+            shared,
+        })
+    }
+
+    /// Checks that the node `node_id`, calling with `key`, is one of
+    /// `pool`'s. Another pool's node is as unknown as a node that never
+    /// registered.
+    pub async fn authenticate_pool_node(
+        &self,
+        pool: &NodePool,
+        node_id: &str,
+        key: &str,
+    ) -> Result<(), NodeError> {
+        let registered = self.inner.store.node_pool(node_id).await?;
+        if registered.as_deref() != Some(pool.id.as_str())
+            || !self.inner.scheduler.check_node_key(node_id, key)
+        {
+            return Err(NodeError::UnknownNode(node_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Whether a node of `pool` may fetch the file `digest`: a shared
+    /// pool's nodes run every account's work, a private pool's only its
+    /// owner's, so they may read only what that account may read.
+    pub async fn node_may_read(&self, pool: &NodePool, digest: &Digest) -> Result<bool, Error> {
+        if pool.shared {
+            return Ok(true);
+        }
+        self.inner
+            .store
+            .account_may_read(&pool.account, digest)
+            .await
     }
 
     /// The pools the account may use: its own and the shared ones, by name.
@@ -139,13 +267,7 @@ impl Service {
     /// Deletes one of the caller's pools. A pool with unfinished jobs or
     /// live nodes is kept; the service's own pool is never deleted.
     pub async fn delete_pool(&self, caller: &Caller, name: &str) -> Result<(), Error> {
-        let pool = self.pool(&caller.account, name).await?;
-        if pool.account != caller.account {
-            return Err(Error::Forbidden(format!(
-                "the shared pool `{name}` belongs to `{}`; only its owner may delete it",
-                pool.account
-            )));
-        }
+        let pool = self.owned_pool(caller, name, "delete it").await?;
         if pool.id == LOCAL_POOL {
             return Err(Error::Conflict(format!(
                 "`{LOCAL_POOL}` is the service's own pool, served by its embedded node; it cannot be deleted"

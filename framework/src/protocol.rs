@@ -50,6 +50,9 @@ pub struct NodeRegistration {
 pub struct Registered {
     /// The node's id until it stops: every later call names it.
     pub node_id: String,
+    /// The node's own key: remote calls of the node carry it, so that no
+    /// other node of the pool can act as this one.
+    pub node_key: String,
 }
 
 /// Identifies one attempt at one task; the attempt number is the fencing token.

@@ -203,7 +203,7 @@ impl Service {
 }
 
 /// This machine's host name, for node ids.
-pub(crate) fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())

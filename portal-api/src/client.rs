@@ -449,6 +449,22 @@ impl Client {
         self.json(self.request(Method::GET, &path)).await
     }
 
+    /// One of the caller's pools with its join token, replacing the token
+    /// first if `regenerate`.
+    pub async fn pool_token(&self, name: &str, regenerate: bool) -> Result<Pool, ClientError> {
+        let path = if regenerate {
+            format!("/v1/pools/{}/token/regenerate", segment(name))
+        } else {
+            format!("/v1/pools/{}/token", segment(name))
+        };
+        let method = if regenerate {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        self.json(self.request(method, &path)).await
+    }
+
     /// Deletes one of the caller's pools.
     pub async fn delete_pool(&self, name: &str) -> Result<(), ClientError> {
         let path = format!("/v1/pools/{}", segment(name));
@@ -658,7 +674,7 @@ fn output_path(id: &str, output: &Output) -> String {
 }
 
 /// Percent-encodes one path segment.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -4,6 +4,8 @@
 //! - [`server`] serves the portal API (`/v1/...`) over a
 //!   [`tessera_framework::service::Service`];
 //! - [`client`] is the typed client of that API;
+//! - [`node_client`] is the node protocol's client, the coordinator a
+//!   remote node agent (`tessera node`) talks to;
 //! - [`embedded`] runs a service and its HTTP server in this process
 //!   (`tessera serve`, `tessera demo`, the benchmarks, the tests);
 //! - [`cli`] is the `tessera` command line.
@@ -11,4 +13,5 @@
 pub mod cli;
 pub mod client;
 pub mod embedded;
+pub mod node_client;
 pub mod server;

@@ -333,3 +333,113 @@ pub fn hostile_entries(replace: &[(&str, &[u8])], extra: &[RawEntry]) -> Vec<Raw
     entries.extend_from_slice(extra);
     entries
 }
+
+/// A `tessera node` agent process, killed when dropped.
+pub struct Agent {
+    pub child: std::process::Child,
+    /// The id it registered under.
+    pub id: String,
+}
+
+impl Agent {
+    /// Starts `tessera node` for `pool` with `slots` slots in `work_dir`,
+    /// and waits until it has joined. Its stderr goes to `work_dir.log`.
+    pub async fn start(
+        url: &str,
+        pool: &str,
+        token: &str,
+        slots: usize,
+        work_dir: &std::path::Path,
+    ) -> Self {
+        use std::io::BufRead;
+        let log = std::fs::File::create(work_dir.with_extension("log")).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "node",
+                "--url",
+                url,
+                "--pool",
+                pool,
+                "--slots",
+                &slots.to_string(),
+            ])
+            .arg("--work-dir")
+            .arg(work_dir)
+            .args(["--heartbeat-ms", "200"])
+            .env("TESSERA_NODE_TOKEN", token)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (first, line) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = first.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = tokio::time::timeout(Duration::from_secs(60), line)
+            .await
+            .expect("the node agent did not join within a minute")
+            .unwrap();
+        let id = line
+            .strip_prefix("Tessera node ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}; stderr:\n{}",
+                    std::fs::read_to_string(work_dir.with_extension("log")).unwrap_or_default()
+                )
+            })
+            .to_owned();
+        Self { child, id }
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit status.
+    pub async fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
+        signal(self.child.id(), "-TERM");
+        wait_exit(&mut self.child, limit).await
+    }
+
+    /// Waits up to `limit` for the agent to end by itself.
+    pub async fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
+        wait_exit(&mut self.child, limit).await
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal (`-TERM`, `-KILL`, ...) to a process.
+pub fn signal(pid: u32, which: &str) {
+    let status = std::process::Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {which} {pid}");
+}
+
+/// Waits up to `limit` for a child to exit.
+pub async fn wait_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> std::process::ExitStatus {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the process did not exit within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -14,6 +14,7 @@ mod imageproc;
 mod jobs;
 mod kmer;
 mod montecarlo;
+mod nodes;
 mod pools;
 mod render;
 mod restart;

@@ -137,6 +137,12 @@ impl NodeHandle {
         id.wait_for(Option::is_some).await.ok()?.clone()
     }
 
+    /// A handle that asks the node to stop (as [`NodeHandle::stop`] does,
+    /// without waiting), for a signal handler.
+    pub fn stopper(&self) -> NodeStopper {
+        NodeStopper(self.stop.clone())
+    }
+
     /// Stops leasing, cancels what is running, commits what finished,
     /// releases the rest to other nodes, and waits for all of it.
     pub async fn stop(self) -> Result<(), Error> {
@@ -152,6 +158,17 @@ impl NodeHandle {
             Ok(Err(e)) => Err(Error::Node(e)),
             Err(e) => Err(Error::Internal(format!("the node task failed: {e}"))),
         }
+    }
+}
+
+/// Asks a node to stop.
+#[derive(Clone, Debug)]
+pub struct NodeStopper(CancellationToken);
+
+impl NodeStopper {
+    /// Asks the node to stop; [`NodeHandle::wait`] returns once it has.
+    pub fn stop(&self) {
+        self.0.cancel();
     }
 }
 

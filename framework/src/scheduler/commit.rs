@@ -9,7 +9,7 @@ use super::{MERGE_TASK, SPLIT_TASK};
 use crate::error::Error;
 use crate::model::{Failure, FailureKind, JobInput, JobState, TaskKind, TaskState, now_ms};
 use crate::protocol::{
-    AttemptReport, CommitReply, Outcome, PlanRef, Refusal, RefusalReason, SplitPlan,
+    AttemptReport, CommitReply, NodeError, Outcome, PlanRef, Refusal, RefusalReason, SplitPlan,
 };
 use crate::store::{AttemptRecord, CurrentTask, JobRecord, LogRef, NewTask, Tx};
 
@@ -22,19 +22,20 @@ struct JobReports<'a> {
 
 impl Scheduler {
     /// Applies a batch of reports from `node_id` in one transaction and
-    /// says which it refused.
+    /// says which it refused. A node the scheduler declared lost must
+    /// register again first.
     pub(super) async fn commit_reports(
         &self,
         node_id: &str,
         reports: &[AttemptReport],
-    ) -> Result<CommitReply, Error> {
+    ) -> Result<CommitReply, NodeError> {
         let mut refused = Vec::new();
         let by_job = self.check_reports(node_id, reports, &mut refused).await?;
-        if by_job.is_empty() {
-            return Ok(CommitReply { refused });
-        }
         let now = now_ms();
         let mut tx = self.inner.store.begin().await?;
+        if !tx.node(node_id).await?.is_some_and(|n| n.state.is_live()) {
+            return Err(NodeError::UnknownNode(node_id.to_owned()));
+        }
         let mut queued = false;
         for (job_id, job_reports) in &by_job {
             queued |= self
@@ -296,6 +297,11 @@ impl Scheduler {
                     .await?;
                 Ok(true)
             }
+            // A plan that did not arrive intact is the node's fault: retry.
+            Err(failure) if failure.kind.is_retryable() => {
+                self.fail_task(tx, job, task, &failure, now).await
+            }
+            // An invalid plan is the splitter's, and would be again.
             Err(failure) => {
                 tx.fail_attempt(&job.id, task, &failure, false, now).await?;
                 self.fail_job(tx, job, &failure, now).await?;

@@ -172,6 +172,16 @@ impl Scheduler {
         })
     }
 
+    /// The key of node `node_id` (see [`Registered::node_key`]).
+    pub(crate) fn node_key(&self, node_id: &str) -> String {
+        auth::sign(&self.inner.receipt_key, &format!("node\n{node_id}"))
+    }
+
+    /// Whether `key` is the key of node `node_id`.
+    pub(crate) fn check_node_key(&self, node_id: &str, key: &str) -> bool {
+        auth::verify(&self.inner.receipt_key, &format!("node\n{node_id}"), key)
+    }
+
     /// The receipt for a file `node` uploaded for attempt `key`.
     fn receipt(&self, node: &str, key: &AttemptKey, digest: &Digest, size: u64) -> String {
         auth::sign(
@@ -291,7 +301,7 @@ impl Coordinator for Scheduler {
         node_id: &str,
         reports: &[AttemptReport],
     ) -> Result<CommitReply, NodeError> {
-        Ok(self.commit_reports(node_id, reports).await?)
+        self.commit_reports(node_id, reports).await
     }
 
     async fn deregister(&self, node_id: &str) -> Result<(), NodeError> {

@@ -58,7 +58,10 @@ impl Scheduler {
         if queued {
             self.work_available();
         }
-        Ok(Registered { node_id: id })
+        Ok(Registered {
+            node_key: self.node_key(&id),
+            node_id: id,
+        })
     }
 
     /// Records a heartbeat, then answers at once with revoked attempts (or

@@ -223,12 +223,12 @@ async fn results_count_only_from_the_node_that_holds_the_lease() {
     assert_eq!(f.task(&job, second[0].seq).await.state, TaskState::Queued);
     let again = f.lease(&b, 1).await;
     assert_eq!(again[0].attempt, 2);
-    let reply = f
+    let err = f
         .scheduler
         .commit(&a, &[failure(&second[0])])
         .await
-        .unwrap();
-    assert_eq!(reasons(&reply), [(second[0].seq, RefusalReason::LeaseLost)]);
+        .unwrap_err();
+    assert_eq!(err, NodeError::UnknownNode(a.clone()));
     let reply = f
         .scheduler
         .commit(&b, &[success(&again[0], vec![])])

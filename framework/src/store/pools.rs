@@ -57,6 +57,7 @@ impl Store {
                 account: row.try_get("account")?,
                 shared: row.try_get::<i64, _>("shared")? != 0,
                 created_at: time_from_ms(row.try_get("created_at")?),
+                join_token: None,
             });
         }
         Ok(pools)
@@ -116,19 +117,81 @@ impl Store {
         account: &str,
         name: &str,
         shared: bool,
+        join_token: &str,
     ) -> Result<bool, Error> {
         let done = sqlx::query(
-            "INSERT INTO pools (id, account, name, shared, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO pools (id, account, name, shared, created_at, join_token) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(id)
         .bind(account)
         .bind(name)
         .bind(i64::from(shared))
         .bind(now_ms())
+        .bind(join_token)
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// A pool's owner, whether it is shared, and its join token.
+    pub(crate) async fn pool_access(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, bool, String)>, Error> {
+        let row = sqlx::query("SELECT account, shared, join_token FROM pools WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("account")?,
+                r.try_get::<i64, _>("shared")? != 0,
+                r.try_get("join_token")?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Replaces a pool's join token.
+    pub(crate) async fn set_join_token(&self, id: &str, token: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE pools SET join_token = $2 WHERE id = $1")
+            .bind(id)
+            .bind(token)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The pool a node registered with, if it did.
+    pub(crate) async fn node_pool(&self, node: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT pool FROM nodes WHERE id = $1")
+            .bind(node)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.try_get("pool")).transpose()?)
+    }
+
+    /// Whether `account` may read the file `digest`: it uploaded it, it is
+    /// part of one of its applications, or one of its jobs produced it.
+    pub(crate) async fn account_may_read(
+        &self,
+        account: &str,
+        digest: &crate::digest::Digest,
+    ) -> Result<bool, Error> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM files WHERE account = $1 AND digest = $2) \
+             OR EXISTS (SELECT 1 FROM app_versions WHERE account = $1 AND \
+                 (image_digest = $2 OR assembly_digest = $2 OR splitter_digest = $2 \
+                  OR processor_digest = $2)) \
+             OR EXISTS (SELECT 1 FROM outputs o JOIN jobs j ON j.id = o.job_id \
+                 WHERE o.digest = $2 AND j.account = $1) AS readable",
+        )
+        .bind(account)
+        .bind(digest.to_hex())
+        .fetch_one(&self.read)
+        .await?;
+        Ok(row.try_get::<i64, _>("readable")? != 0)
     }
 
     /// Deletes the pool (its nodes become `offline`) unless it has
@@ -176,19 +239,19 @@ mod tests {
         let (_dir, store) = temp_store().await;
         assert!(
             store
-                .insert_pool("alice/gpu", "alice", "gpu", false)
+                .insert_pool("alice/gpu", "alice", "gpu", false, "t1")
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .insert_pool("bob/gpu", "bob", "gpu", false)
+                .insert_pool("bob/gpu", "bob", "gpu", false, "t2")
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .insert_pool("alice/gpu", "alice", "gpu", false)
+                .insert_pool("alice/gpu", "alice", "gpu", false, "t3")
                 .await
                 .unwrap()
         );

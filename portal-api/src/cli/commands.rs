@@ -73,7 +73,7 @@ pub(super) async fn serve(
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -170,9 +170,30 @@ pub(super) async fn pool(command: PoolCommand) -> anyhow::Result<ExitCode> {
                 display::json(&pool)?;
             } else {
                 println!(
-                    "Created the pool `{}`. Its nodes register with the pool id `{}`.",
+                    "Created the pool `{}` (id `{}`). Its nodes join it with:",
                     pool.name, pool.id
                 );
+                print_join_command(&connection, &pool);
+            }
+        }
+        PoolCommand::Token {
+            name,
+            regenerate,
+            connection,
+        } => {
+            let pool = connection.client()?.pool_token(&name, regenerate).await?;
+            if connection.json {
+                display::json(&pool)?;
+            } else {
+                if regenerate {
+                    println!(
+                        "Replaced the join token of `{}`: nodes using the old one are refused from now on. Nodes join it with:",
+                        pool.name
+                    );
+                } else {
+                    println!("Nodes join the pool `{}` with:", pool.name);
+                }
+                print_join_command(&connection, &pool);
             }
         }
         PoolCommand::List { connection } => {
@@ -199,6 +220,16 @@ pub(super) async fn pool(command: PoolCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the `tessera node` command that joins `pool`.
+fn print_join_command(connection: &Connection, pool: &tessera_framework::pools::Pool) {
+    println!(
+        "  tessera node --url {} --pool {} --token {}",
+        connection.url,
+        pool.id,
+        pool.join_token.as_deref().unwrap_or("<token>")
+    );
 }
 
 /// `tessera app …`.

@@ -80,22 +80,29 @@ pub(super) fn pool(p: &Pool) {
     println!("queued:   {} tasks", p.queued_tasks);
     println!("running:  {} tasks", p.running_tasks);
     if p.nodes.is_empty() {
-        println!("nodes:    none yet; its jobs wait until a node registers with the pool id");
+        println!(
+            "nodes:    none yet; its jobs wait until a node joins (`tessera pool token {}` shows how)",
+            p.name
+        );
         return;
     }
     println!(
-        "{:<40} {:<24} {:>5} {:<8}  LAST SEEN",
-        "NODE", "HOST", "SLOTS", "STATE"
+        "{:<28} {:<17} {:>5} {:>7}  {:<24} LAST HEARTBEAT",
+        "NODE", "STATE", "SLOTS", "RUNNING", "ADDRESS"
     );
     for n in &p.nodes {
         println!(
-            "{:<40} {:<24} {:>5} {:<8}  {}",
+            "{:<28} {:<17} {:>5} {:>7}  {:<24} {}",
             n.id,
-            n.hostname,
-            n.slots,
             n.state,
+            n.slots,
+            n.running_tasks,
+            n.address,
             when(&n.last_seen)
         );
+        if let Some(reason) = &n.reason {
+            println!("    {reason}");
+        }
     }
 }
 

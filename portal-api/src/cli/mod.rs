@@ -4,6 +4,7 @@ mod bench;
 mod commands;
 mod demo;
 mod display;
+mod node;
 mod workloads;
 
 use std::net::SocketAddr;
@@ -52,6 +53,8 @@ enum Command {
     Serve(ServeArgs),
     /// Start a throw-away service, run a sample job end to end, and show the result.
     Demo(DemoArgs),
+    /// Run a node agent: join a pool of a service and run its tasks here.
+    Node(node::NodeArgs),
     /// Manage accounts and their keys.
     #[command(subcommand)]
     Account(AccountCommand),
@@ -151,7 +154,7 @@ enum AccountCommand {
 
 #[derive(Subcommand, Debug)]
 enum PoolCommand {
-    /// Create a pool; nodes join it by registering with its id.
+    /// Create a pool and print the command that joins node agents to it.
     Create {
         /// The pool's name.
         name: String,
@@ -170,6 +173,16 @@ enum PoolCommand {
     Show {
         /// The pool's name.
         name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show the token node agents join a pool with, or replace it.
+    Token {
+        /// The pool's name.
+        name: String,
+        /// Replace the token; nodes using the old one are refused at once.
+        #[arg(long)]
+        regenerate: bool,
         #[command(flatten)]
         connection: Connection,
     },
@@ -344,6 +357,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => commands::serve(args.data_dir, args.listen, &args.service).await,
         Command::Demo(args) => demo::run(args.data_dir, &args.sample, &args.service).await,
+        Command::Node(args) => node::run(args).await,
         Command::Account(cmd) => commands::account(cmd).await,
         Command::Pool(cmd) => commands::pool(cmd).await,
         Command::App(cmd) => commands::app(cmd).await,

@@ -28,6 +28,10 @@ use tessera_framework::model::{FileRef, JobState, LogStream, Output, OutputKind,
 use tessera_framework::pools::{NewPool, Pool};
 use tessera_framework::service::Service;
 
+mod nodes;
+
+pub use nodes::{LeaseRequest, NODE_KEY_HEADER, NODE_SCHEME, WaitParams};
+
 /// Largest JSON request body.
 const MAX_JSON_BODY: usize = 4 << 20;
 
@@ -314,6 +318,8 @@ pub fn router(service: Service) -> Router {
         .route("/v1/accounts/{name}/quotas", put(set_quotas))
         .route("/v1/pools", post(create_pool).get(list_pools))
         .route("/v1/pools/{name}", get(show_pool).delete(delete_pool))
+        .route("/v1/pools/{name}/token", get(show_token))
+        .route("/v1/pools/{name}/token/regenerate", post(regenerate_token))
         .route("/v1/apps", get(list_apps))
         .route("/v1/apps/{name}", get(show_app))
         .route("/v1/apps/{name}/versions", get(list_versions))
@@ -342,6 +348,7 @@ pub fn router(service: Service) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(api)
+        .merge(nodes::router())
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -450,6 +457,22 @@ async fn delete_pool(
 ) -> ApiResult<StatusCode> {
     service.delete_pool(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn show_token(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+    PathParams(name): PathParams<String>,
+) -> ApiResult<Json<Pool>> {
+    Ok(Json(service.join_token(&caller, &name, false).await?))
+}
+
+async fn regenerate_token(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+    PathParams(name): PathParams<String>,
+) -> ApiResult<Json<Pool>> {
+    Ok(Json(service.join_token(&caller, &name, true).await?))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes
