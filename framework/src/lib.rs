@@ -32,6 +32,7 @@
 //! - [`registry`], [`jobs`], [`accounts`], [`pools`]: the operations of the
 //!   portal API.
 //! - [`scheduler`], [`protocol`], [`node`]: leasing, running and committing.
+//! - [`autoscale`]: pool-sizing formulas in Azure Batch's language.
 //! - [`runtime`]: wasmtime (the only module that names its types).
 //! - [`package`]: untrusted zips, the assembly manifest, parameters.
 //! - [`blobs`], [`digest`]: content-addressed files.
@@ -39,6 +40,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod autoscale;
 pub mod blobs;
 pub mod digest;
 pub mod error;
