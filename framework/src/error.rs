@@ -76,6 +76,9 @@ pub enum Error {
     /// which.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// An autoscale formula does not parse or check.
+    #[error("the autoscale formula is refused: {0}")]
+    Formula(crate::autoscale::FormulaError),
     /// A node's conversation with its coordinator failed.
     #[error(transparent)]
     Node(#[from] crate::protocol::NodeError),
@@ -103,6 +106,7 @@ impl Error {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::QuotaExceeded(_) => "quota_exceeded",
+            Self::Formula(_) => "invalid_formula",
             Self::Node(e) => e.code(),
             Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal_error",
@@ -113,7 +117,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::NotFound { .. } => ErrorClass::NotFound,
-            Self::Invalid(_) => ErrorClass::BadRequest,
+            Self::Invalid(_) | Self::Formula(_) => ErrorClass::BadRequest,
             Self::Conflict(_) => ErrorClass::Conflict,
             Self::TooLarge(_) => ErrorClass::TooLarge,
             Self::Unauthorized(_) => ErrorClass::Unauthorized,

@@ -50,6 +50,7 @@ pub mod node;
 pub mod package;
 pub mod pools;
 pub mod protocol;
+mod provider;
 pub mod registry;
 pub mod runtime;
 pub mod scheduler;

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::model::LOCAL_POOL;
 use crate::node::{self, NodeConfig, NodeHandle, WorkerCommand};
 use crate::package::ArchiveLimits;
+use crate::pools::manager::{ManagerConfig, PoolManager};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::Store;
@@ -36,8 +37,16 @@ pub struct ServiceConfig {
     /// Runtime settings.
     pub runtime: RuntimeConfig,
     /// How the embedded node starts its slots' worker processes (default:
-    /// this executable, which must call `node::run_if_worker` first thing).
+    /// this executable, which must call `node::run_if_worker` first thing);
+    /// node providers start agents with the same executable.
     pub worker: WorkerCommand,
+    /// The URL node agents started by providers reach the service at.
+    pub public_url: Option<String>,
+    /// How often the pool manager looks at pools with a formula or a
+    /// provider.
+    pub manager_tick: Duration,
+    /// How often a pool's task counts are sampled for its formula.
+    pub autoscale_sample_period: Duration,
 }
 
 impl ServiceConfig {
@@ -59,6 +68,9 @@ impl ServiceConfig {
             worker: WorkerCommand::current_exe().unwrap_or_else(|_| WorkerCommand {
                 program: "tessera".into(),
             }),
+            public_url: None,
+            manager_tick: Duration::from_secs(1),
+            autoscale_sample_period: Duration::from_secs(10),
         }
     }
 }
@@ -75,6 +87,7 @@ pub(crate) struct Inner {
     pub(crate) blobs: BlobStore,
     pub(crate) runtime: Runtime,
     pub(crate) scheduler: Scheduler,
+    pub(crate) manager: PoolManager,
     pub(crate) config: ServiceConfig,
     background: Mutex<Background>,
 }
@@ -85,6 +98,7 @@ pub(crate) struct Inner {
 struct Background {
     node: Option<NodeHandle>,
     expiry: Option<tokio::task::JoinHandle<()>>,
+    manager: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
@@ -103,12 +117,25 @@ impl Service {
         let runtime = Runtime::new(&runtime_config)?;
         let scheduler =
             Scheduler::new(store.clone(), blobs.clone(), config.scheduler.clone()).await?;
+        let manager = PoolManager::new(
+            store.clone(),
+            scheduler.clone(),
+            ManagerConfig {
+                tick: config.manager_tick,
+                sample_period: config.autoscale_sample_period,
+                history: Duration::from_secs(3600).max(config.autoscale_sample_period * 10),
+                provider_dir: dir.join("providers"),
+                program: config.worker.program.clone(),
+                url: config.public_url.clone(),
+            },
+        );
         let service = Self {
             inner: Arc::new(Inner {
                 store,
                 blobs,
                 runtime,
                 scheduler,
+                manager,
                 config,
                 background: Mutex::new(Background::default()),
             }),
@@ -118,6 +145,7 @@ impl Service {
         let node = service.start_embedded_node()?;
         let mut background = service.background();
         background.expiry = Some(service.inner.scheduler.spawn_expiry());
+        background.manager = Some(service.inner.manager.spawn());
         background.node = node;
         drop(background);
         Ok(service)
@@ -153,6 +181,7 @@ impl Service {
                 agent: None,
                 archive_limits: config.archive_limits.clone(),
                 worker: config.worker.clone(),
+                give_up_after: None,
             },
         )?;
         Ok(Some(node))
@@ -184,13 +213,30 @@ impl Service {
         &self.inner.config
     }
 
+    /// Stops the node agents the `local` provider started on this machine,
+    /// waiting up to `limit` for them to give their tasks back and leave
+    /// (call it while the API still serves them).
+    pub async fn stop_local_agents(&self, limit: Duration) -> Result<(), Error> {
+        if let Some(manager) = self.background().manager.take() {
+            manager.abort();
+        }
+        self.inner.manager.stop_local_agents(limit).await
+    }
+
     /// Stops the embedded node (committing finished work and releasing the
     /// rest) and closes the database.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        let (node, expiry) = {
+        let (node, expiry, manager) = {
             let mut background = self.background();
-            (background.node.take(), background.expiry.take())
+            (
+                background.node.take(),
+                background.expiry.take(),
+                background.manager.take(),
+            )
         };
+        if let Some(manager) = manager {
+            manager.abort();
+        }
         if let Some(node) = node {
             node.stop().await?;
         }

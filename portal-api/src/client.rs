@@ -16,10 +16,12 @@ use tessera_framework::model::{
     AppSummary, AppVersion, FileRef, Job, JobState, LogStream, Output, OutputKind, TaskDetail,
     TaskState,
 };
-use tessera_framework::pools::{NewPool, Pool};
+use tessera_framework::pools::{AutoscaleRun, NewPool, Pool, PoolChange};
 use tokio::io::AsyncWriteExt;
 
-use crate::server::{AppDetail, DigestList, ErrorBody, MissingFiles, PublishFiles};
+use crate::server::{
+    AppDetail, DigestList, ErrorBody, Evaluate, MissingFiles, PublishFiles, Resize,
+};
 
 /// What can go wrong talking to the service.
 #[derive(Debug, thiserror::Error)]
@@ -447,6 +449,38 @@ impl Client {
     pub async fn pool(&self, name: &str) -> Result<Pool, ClientError> {
         let path = format!("/v1/pools/{}", segment(name));
         self.json(self.request(Method::GET, &path)).await
+    }
+
+    /// Changes some of one of the caller's pools' properties.
+    pub async fn update_pool(&self, name: &str, change: &PoolChange) -> Result<Pool, ClientError> {
+        let path = format!("/v1/pools/{}", segment(name));
+        self.json(self.request(Method::PATCH, &path).json(change))
+            .await
+    }
+
+    /// Evaluates an autoscale formula (the pool's own when `formula` is
+    /// `None`) for one of the caller's pools, applying nothing.
+    pub async fn evaluate_autoscale(
+        &self,
+        name: &str,
+        formula: Option<&str>,
+    ) -> Result<AutoscaleRun, ClientError> {
+        let path = format!("/v1/pools/{}/autoscale/evaluate", segment(name));
+        let body = Evaluate {
+            formula: formula.map(str::to_owned),
+        };
+        self.json(self.request(Method::POST, &path).json(&body))
+            .await
+    }
+
+    /// Sets one of the caller's pools' target node count.
+    pub async fn resize_pool(&self, name: &str, target_nodes: u32) -> Result<Pool, ClientError> {
+        let path = format!("/v1/pools/{}/resize", segment(name));
+        self.json(
+            self.request(Method::POST, &path)
+                .json(&Resize { target_nodes }),
+        )
+        .await
     }
 
     /// One of the caller's pools with its join token, replacing the token

@@ -29,6 +29,17 @@ impl Embedded {
             .await
             .map_err(|e| Error::Invalid(format!("cannot listen on {listen}: {e}")))?;
         let addr = listener.local_addr()?;
+        let mut config = config;
+        if config.public_url.is_none() {
+            // Agents this service starts reach it where it listens (on
+            // loopback when it listens on every address).
+            let host = if addr.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                addr.ip()
+            };
+            config.public_url = Some(format!("http://{}", SocketAddr::new(host, addr.port())));
+        }
         let service = Service::open(config).await?;
         let (shutdown, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(crate::server::run(listener, service.clone(), async move {
@@ -56,8 +67,13 @@ impl Embedded {
         Client::new(&self.url())?.with_credentials(&account, &key)
     }
 
-    /// Stops serving (finishing requests in flight), then stops the service.
+    /// Stops the node agents it started on this machine (while it still
+    /// serves them, so that they give their tasks back), stops serving
+    /// (finishing requests in flight), then stops the service.
     pub async fn stop(self) -> Result<(), Error> {
+        self.service
+            .stop_local_agents(std::time::Duration::from_secs(20))
+            .await?;
         let _ = self.shutdown.send(());
         match self.server.await {
             Ok(result) => result?,

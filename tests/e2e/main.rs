@@ -7,6 +7,7 @@ mod harness;
 
 mod accounts;
 mod apps;
+mod autoscale;
 mod cli;
 mod demo;
 mod exec;

@@ -31,6 +31,7 @@ async fn service_with_pool(
         .create_pool(&NewPool {
             name: name.into(),
             shared: false,
+            ..NewPool::default()
         })
         .await
         .unwrap();
@@ -143,6 +144,7 @@ async fn wrong_and_replaced_tokens_are_refused_and_the_agent_stops() {
         .create_pool(&NewPool {
             name: "other".into(),
             shared: false,
+            ..NewPool::default()
         })
         .await
         .unwrap();
@@ -195,6 +197,7 @@ async fn hostile_nodes_cannot_act_for_other_nodes_or_pools_or_name_files_they_di
         .create_pool(&NewPool {
             name: "b".into(),
             shared: false,
+            ..NewPool::default()
         })
         .await
         .unwrap();

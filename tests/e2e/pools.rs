@@ -18,6 +18,7 @@ fn pool(name: &str) -> NewPool {
     NewPool {
         name: name.into(),
         shared: false,
+        ..NewPool::default()
     }
 }
 
@@ -84,6 +85,7 @@ async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
         bob.create_pool(&NewPool {
             name: "everyone".into(),
             shared: true,
+            ..NewPool::default()
         })
         .await,
         403,
@@ -153,6 +155,7 @@ async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
             agent: None,
             archive_limits: service.config().archive_limits.clone(),
             worker: crate::harness::worker(),
+            give_up_after: None,
         },
     )
     .unwrap();
@@ -234,5 +237,198 @@ async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
         .await
         .unwrap_err();
     assert_eq!(refused, NodeError::PoolGone("alice/mine".into()));
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_have_sizes_bounds_formulas_start_tasks_and_providers() {
+    use tessera_framework::pools::{AutoscaleSpec, PoolChange, PoolSpec, ProviderSpec, StartTask};
+    let mut svc = TestService::start(0).await;
+    let carol = svc.account("carol", Quotas::default()).await;
+    carol
+        .publish_bytes("hostile", hostile_assembly(), None)
+        .await
+        .unwrap();
+    let spec = PoolSpec {
+        slots_per_node: 4,
+        memory_per_slot_mib: Some(512),
+        target_nodes: 2,
+        min_nodes: 1,
+        max_nodes: 5,
+        start_task: Some(StartTask {
+            app: Some("hostile".into()),
+            version: None,
+            image: None,
+            program: "/app/setup.wasm".into(),
+            args: vec!["--fast".into()],
+            timeout_secs: 60,
+        }),
+        provider: Some(ProviderSpec::Local),
+        ..PoolSpec::default()
+    };
+    let created = carol
+        .create_pool(&NewPool {
+            name: "sized".into(),
+            shared: false,
+            spec: spec.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.spec, spec);
+    assert_eq!(carol.pool("sized").await.unwrap().spec, spec);
+
+    // Resizing stays within the bounds; a formula takes over the target.
+    let resized = carol.resize_pool("sized", 4).await.unwrap();
+    assert_eq!(resized.spec.target_nodes, 4);
+    assert_api_error(
+        carol.resize_pool("sized", 9).await,
+        400,
+        "invalid_request",
+        "target_nodes (9) must be from min_nodes (1) to max_nodes (5)",
+    );
+    let formula = "$TargetDedicatedNodes = min(3, $PendingTasks.GetSample(1));";
+    let change = PoolChange {
+        autoscale: Some(Some(AutoscaleSpec {
+            formula: formula.into(),
+            interval_secs: 5,
+        })),
+        max_nodes: Some(3),
+        ..PoolChange::default()
+    };
+    let updated = carol.update_pool("sized", &change).await.unwrap();
+    assert_eq!(updated.spec.autoscale.as_ref().unwrap().formula, formula);
+    assert_eq!(
+        updated.spec.target_nodes, 3,
+        "the target follows the new maximum"
+    );
+    assert_eq!(
+        updated.spec.slots_per_node, 4,
+        "what the change does not name stays"
+    );
+    assert_api_error(
+        carol.resize_pool("sized", 2).await,
+        409,
+        "conflict",
+        "sized by its autoscale formula",
+    );
+    let removed = carol
+        .update_pool(
+            "sized",
+            &PoolChange {
+                autoscale: Some(None),
+                start_task: Some(None),
+                ..PoolChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(removed.spec.autoscale.is_none() && removed.spec.start_task.is_none());
+    assert_eq!(
+        carol
+            .resize_pool("sized", 1)
+            .await
+            .unwrap()
+            .spec
+            .target_nodes,
+        1
+    );
+
+    // Refusals, each naming what is wrong; nothing changes.
+    let bad_formula = PoolChange {
+        autoscale: Some(Some(AutoscaleSpec {
+            formula: "$TargetDedicatedNodes = max(1,\n  $PendingTasks.GetSample(1) +);".into(),
+            interval_secs: 5,
+        })),
+        ..PoolChange::default()
+    };
+    assert_api_error(
+        carol.update_pool("sized", &bad_formula).await,
+        400,
+        "invalid_formula",
+        "line 2, column",
+    );
+    let slurm = PoolChange {
+        provider: Some(Some(ProviderSpec::Slurm {
+            sbatch_args: vec![],
+        })),
+        ..PoolChange::default()
+    };
+    assert_api_error(
+        carol.update_pool("sized", &slurm).await,
+        403,
+        "forbidden",
+        "only an admin account may give a pool the `slurm` provider",
+    );
+    let missing_app = PoolChange {
+        start_task: Some(Some(StartTask {
+            app: Some("nope".into()),
+            version: None,
+            image: None,
+            program: "setup.wasm".into(),
+            args: vec![],
+            timeout_secs: 60,
+        })),
+        ..PoolChange::default()
+    };
+    assert_api_error(
+        carol.update_pool("sized", &missing_app).await,
+        404,
+        "not_found",
+        "nope",
+    );
+    assert_api_error(
+        carol
+            .update_pool(
+                "sized",
+                &PoolChange {
+                    min_nodes: Some(7),
+                    ..PoolChange::default()
+                },
+            )
+            .await,
+        400,
+        "invalid_request",
+        "min_nodes (7) is more than max_nodes (3)",
+    );
+    assert_api_error(
+        svc.client
+            .update_pool(
+                "local",
+                &PoolChange {
+                    provider: Some(Some(ProviderSpec::Local)),
+                    ..PoolChange::default()
+                },
+            )
+            .await,
+        409,
+        "conflict",
+        "embedded node",
+    );
+    let now = carol.pool("sized").await.unwrap();
+    assert_eq!(
+        (
+            now.spec.min_nodes,
+            now.spec.max_nodes,
+            now.spec.target_nodes
+        ),
+        (1, 3, 1)
+    );
+    assert_eq!(now.spec.provider, Some(ProviderSpec::Local));
+    // An admin may give a pool any provider.
+    let admins = svc
+        .client
+        .create_pool(&NewPool {
+            name: "hpc".into(),
+            shared: false,
+            spec: PoolSpec {
+                provider: Some(ProviderSpec::Slurm {
+                    sbatch_args: vec!["--partition=ci".into()],
+                }),
+                ..PoolSpec::default()
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!(admins.spec.provider.unwrap().kind(), "slurm");
     svc.stop().await;
 }

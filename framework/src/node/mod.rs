@@ -104,6 +104,10 @@ pub struct NodeConfig {
     pub archive_limits: crate::package::ArchiveLimits,
     /// How it starts its slots' worker processes.
     pub worker: WorkerCommand,
+    /// A node that cannot reach its coordinator for this long stops (an
+    /// agent a provider started should not outlive its service forever);
+    /// `None`: it keeps trying.
+    pub give_up_after: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -526,11 +530,17 @@ impl<C: Coordinator> Node<C> {
     async fn register(&self, previous: Option<String>) -> Result<Option<String>, NodeError> {
         let registration = self.config.registration(previous);
         let mut delay = Duration::from_millis(200);
+        let since = tokio::time::Instant::now();
         loop {
             match self.coordinator.register(registration.clone()).await {
                 Ok(registered) => return Ok(Some(registered.node_id)),
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "registering the node failed; retrying");
+                    if let Some(limit) = self.config.give_up_after
+                        && since.elapsed() >= limit
+                    {
+                        return Err(unreachable(limit, &e));
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -555,6 +565,7 @@ impl<C: Coordinator> Node<C> {
             session.clone(),
             self.shared.clone(),
             self.config.heartbeat_interval,
+            self.config.give_up_after,
         ));
         let drain = self.lease_loop(session, work_tx, done_tx).await;
         if drain {
@@ -889,7 +900,9 @@ async fn heartbeat_loop<C: Coordinator>(
     session: Arc<Session>,
     shared: Arc<Shared>,
     interval: Duration,
+    give_up_after: Option<Duration>,
 ) {
+    let mut failing_since: Option<tokio::time::Instant> = None;
     loop {
         let held: Vec<RunningAttempt> = session
             .held()
@@ -906,6 +919,7 @@ async fn heartbeat_loop<C: Coordinator>(
         };
         match coordinator.heartbeat(heartbeat, interval).await {
             Ok(reply) => {
+                failing_since = None;
                 cancel(&session, &reply.revoked);
                 if reply.drain && session.is_live() {
                     tracing::info!(node = %session.node_id, "the service asked this node to leave its pool");
@@ -921,10 +935,25 @@ async fn heartbeat_loop<C: Coordinator>(
                 if session.end_on(&e) {
                     return;
                 }
+                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                if let Some(limit) = give_up_after
+                    && since.elapsed() >= limit
+                {
+                    session.end(SessionEnd::Fatal(unreachable(limit, &e)));
+                    return;
+                }
                 tokio::time::sleep(interval).await;
             }
         }
     }
+}
+
+/// The error of a node that gave up reaching its coordinator.
+fn unreachable(limit: Duration, last: &NodeError) -> NodeError {
+    NodeError::Unavailable(format!(
+        "the service was unreachable for {} s, so the node stopped (last error: {last})",
+        limit.as_secs()
+    ))
 }
 
 /// Cancels the session's attempts named in `keys`.

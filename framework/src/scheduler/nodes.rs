@@ -315,6 +315,44 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Asks a node to leave its pool: it is leased nothing more, and its
+    /// next heartbeat tells it to finish what it holds and deregister.
+    pub(crate) async fn ask_to_leave(&self, node_id: &str) -> Result<(), Error> {
+        let mut tx = self.inner.store.begin().await?;
+        if tx.node(node_id).await?.is_some_and(|n| n.state.is_live()) {
+            tx.set_node_state(node_id, NodeState::Leaving, None).await?;
+        }
+        tx.commit().await?;
+        self.attempts_revoked();
+        Ok(())
+    }
+
+    /// Fails the tasks running on a node that the pool's scale-down removes
+    /// with `$NodeDeallocationOption = terminate`: they do not run again.
+    pub(crate) async fn terminate_tasks(&self, node_id: &str) -> Result<(), Error> {
+        let now = now_ms();
+        let mut tx = self.inner.store.begin().await?;
+        let released = tx
+            .release(
+                node_id,
+                None,
+                Release::Lost {
+                    max_losses: 1,
+                    now,
+                    why: "the pool's scale-down removed its node ($NodeDeallocationOption = terminate)",
+                },
+            )
+            .await?;
+        let queued = self.settle_lost(&mut tx, &released.failed, now).await?;
+        tx.set_node_state(node_id, NodeState::Leaving, None).await?;
+        tx.commit().await?;
+        self.attempts_revoked();
+        if queued {
+            self.work_available();
+        }
+        Ok(())
+    }
+
     /// Marks nodes that stopped heartbeating as offline and requeues their
     /// tasks (a node loss, not a failed attempt); returns how many tasks.
     pub async fn expire_silent_nodes(&self) -> Result<u64, Error> {

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use super::{Store, Tx};
 use crate::error::Error;
 use crate::model::{now_ms, time_from_ms};
-use crate::pools::{Pool, PoolNode};
+use crate::pools::{AutoscaleRun, Pool, PoolNode, PoolSpec};
 
 impl Store {
     /// The rows of the pools `account` sees (its own and the shared ones),
@@ -15,7 +15,8 @@ impl Store {
     async fn visible_pools(&self, account: &str, name: Option<&str>) -> Result<Vec<AnyRow>, Error> {
         let named = if name.is_some() { " AND name = $2" } else { "" };
         let sql = format!(
-            "SELECT id, account, name, shared, created_at FROM pools \
+            "SELECT id, account, name, shared, created_at, spec, target_nodes, autoscale_run \
+             FROM pools \
              WHERE (account = $1 OR shared = 1){named} ORDER BY name, shared"
         );
         let mut query = sqlx::query(&sql).bind(account);
@@ -57,16 +58,24 @@ impl Store {
                 account: row.try_get("account")?,
                 shared: row.try_get::<i64, _>("shared")? != 0,
                 created_at: time_from_ms(row.try_get("created_at")?),
+                spec: pool_spec(&row)?,
+                autoscale_run: row
+                    .try_get::<Option<String>, _>("autoscale_run")?
+                    .map(|text| serde_json::from_str(&text))
+                    .transpose()
+                    .map_err(|e| Error::Internal(format!("column autoscale_run: {e}")))?,
                 join_token: None,
+                provider_error: None,
             });
         }
         Ok(pools)
     }
 
-    async fn pool_nodes(&self, id: &str) -> Result<Vec<PoolNode>, Error> {
+    /// A pool's nodes, oldest registration first.
+    pub(crate) async fn pool_nodes(&self, id: &str) -> Result<Vec<PoolNode>, Error> {
         let rows = sqlx::query(
             "SELECT n.id, n.hostname, n.address, n.slots, n.memory_bytes, n.version, n.state, \
-             n.reason, n.registered_at, n.last_seen, \
+             n.reason, n.agent, n.registered_at, n.last_seen, \
              (SELECT COUNT(*) FROM tasks t WHERE t.state = 'running' AND t.node = n.id) AS running \
              FROM nodes n WHERE n.pool = $1 ORDER BY n.registered_at, n.id",
         )
@@ -84,6 +93,7 @@ impl Store {
                     version: r.try_get("version")?,
                     state: super::parse_column(r, "state")?,
                     reason: r.try_get("reason")?,
+                    agent: r.try_get("agent")?,
                     running_tasks: r.try_get::<i64, _>("running")? as u64,
                     registered_at: time_from_ms(r.try_get("registered_at")?),
                     last_seen: time_from_ms(r.try_get("last_seen")?),
@@ -118,10 +128,11 @@ impl Store {
         name: &str,
         shared: bool,
         join_token: &str,
+        spec: &PoolSpec,
     ) -> Result<bool, Error> {
         let done = sqlx::query(
-            "INSERT INTO pools (id, account, name, shared, created_at, join_token) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO pools (id, account, name, shared, created_at, join_token, spec, \
+             target_nodes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(id)
         .bind(account)
@@ -129,9 +140,83 @@ impl Store {
         .bind(i64::from(shared))
         .bind(now_ms())
         .bind(join_token)
+        .bind(spec_json(spec))
+        .bind(i64::from(spec.target_nodes))
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces a pool's properties and target.
+    pub(crate) async fn set_pool_spec(&self, id: &str, spec: &PoolSpec) -> Result<(), Error> {
+        sqlx::query("UPDATE pools SET spec = $2, target_nodes = $3 WHERE id = $1")
+            .bind(id)
+            .bind(spec_json(spec))
+            .bind(i64::from(spec.target_nodes))
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Records an autoscale evaluation: its result, and the target it set
+    /// (none when it failed).
+    pub(crate) async fn set_autoscale_run(
+        &self,
+        id: &str,
+        run: &AutoscaleRun,
+        target: Option<u32>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE pools SET autoscale_run = $2, target_nodes = COALESCE($3, target_nodes) \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(serde_json::to_string(run).expect("plain data serialises"))
+        .bind(target.map(i64::from))
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// A pool's task counts now, for its autoscale history: tasks ready to
+    /// run, running, and succeeded and failed in its unfinished jobs.
+    pub(crate) async fn pool_counts(&self, id: &str) -> Result<[u64; 4], Error> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM tasks WHERE pool = $1 AND state = 'queued') AS active, \
+             (SELECT COUNT(*) FROM tasks WHERE state = 'running' AND pool = $1) AS running, \
+             (SELECT COALESCE(SUM(tasks_succeeded), 0) FROM jobs \
+                 WHERE pool = $1 AND finished_at IS NULL) AS succeeded, \
+             (SELECT COALESCE(SUM(tasks_failed), 0) FROM jobs \
+                 WHERE pool = $1 AND finished_at IS NULL) AS failed",
+        )
+        .bind(id)
+        .fetch_one(&self.read)
+        .await?;
+        let n = |c: &str| row.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
+        Ok([n("active")?, n("running")?, n("succeeded")?, n("failed")?])
+    }
+
+    /// Every pool that has a provider or an autoscale formula, with its
+    /// owner and properties (what the pool manager tends).
+    pub(crate) async fn managed_pools(&self) -> Result<Vec<ManagedPool>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, spec, target_nodes FROM pools WHERE spec LIKE '%\"provider\"%' \
+             OR spec LIKE '%\"autoscale\"%'",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut pools = Vec::with_capacity(rows.len());
+        for row in rows {
+            let spec = pool_spec(&row)?;
+            if spec.provider.is_none() && spec.autoscale.is_none() {
+                continue;
+            }
+            pools.push(ManagedPool {
+                id: row.try_get("id")?,
+                spec,
+            });
+        }
+        Ok(pools)
     }
 
     /// A pool's owner, whether it is shared, and its join token.
@@ -230,6 +315,27 @@ impl Tx {
     }
 }
 
+/// A pool the pool manager tends.
+#[derive(Clone, Debug)]
+pub(crate) struct ManagedPool {
+    pub id: String,
+    /// Its properties, `target_nodes` the current target.
+    pub spec: PoolSpec,
+}
+
+fn spec_json(spec: &PoolSpec) -> String {
+    serde_json::to_string(spec).expect("plain data serialises")
+}
+
+/// A pool's properties, with the current target.
+fn pool_spec(row: &AnyRow) -> Result<PoolSpec, Error> {
+    let text: String = row.try_get("spec")?;
+    let mut spec: PoolSpec =
+        serde_json::from_str(&text).map_err(|e| Error::Internal(format!("column spec: {e}")))?;
+    spec.target_nodes = row.try_get::<i64, _>("target_nodes")? as u32;
+    Ok(spec)
+}
+
 #[cfg(test)]
 mod tests {
     use crate::store::tests::temp_store;
@@ -239,19 +345,33 @@ mod tests {
         let (_dir, store) = temp_store().await;
         assert!(
             store
-                .insert_pool("alice/gpu", "alice", "gpu", false, "t1")
+                .insert_pool(
+                    "alice/gpu",
+                    "alice",
+                    "gpu",
+                    false,
+                    "t1",
+                    &Default::default()
+                )
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .insert_pool("bob/gpu", "bob", "gpu", false, "t2")
+                .insert_pool("bob/gpu", "bob", "gpu", false, "t2", &Default::default())
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .insert_pool("alice/gpu", "alice", "gpu", false, "t3")
+                .insert_pool(
+                    "alice/gpu",
+                    "alice",
+                    "gpu",
+                    false,
+                    "t3",
+                    &Default::default()
+                )
                 .await
                 .unwrap()
         );

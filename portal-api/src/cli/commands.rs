@@ -1,7 +1,6 @@
 //! `tessera serve`, `tessera account …`, `tessera pool …`, `tessera app …`
 //! and `tessera job …`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,12 +48,10 @@ impl Connection {
 }
 
 /// `tessera serve`.
-pub(super) async fn serve(
-    data_dir: PathBuf,
-    listen: SocketAddr,
-    args: &ServiceArgs,
-) -> anyhow::Result<ExitCode> {
-    let config = args.config(data_dir.clone());
+pub(super) async fn serve(args: super::ServeArgs) -> anyhow::Result<ExitCode> {
+    let (data_dir, listen) = (args.data_dir, args.listen);
+    let mut config = args.service.config(data_dir.clone());
+    config.public_url = args.advertise_url;
     let slots = config.embedded_slots;
     let embedded = Embedded::start(config, listen).await?;
     println!(
@@ -160,11 +157,14 @@ pub(super) async fn pool(command: PoolCommand) -> anyhow::Result<ExitCode> {
         PoolCommand::Create {
             name,
             shared,
+            target_nodes,
+            spec,
             connection,
         } => {
+            let spec = spec.spec(target_nodes)?;
             let pool = connection
                 .client()?
-                .create_pool(&NewPool { name, shared })
+                .create_pool(&NewPool { name, shared, spec })
                 .await?;
             if connection.json {
                 display::json(&pool)?;
@@ -196,6 +196,50 @@ pub(super) async fn pool(command: PoolCommand) -> anyhow::Result<ExitCode> {
                 print_join_command(&connection, &pool);
             }
         }
+        PoolCommand::Autoscale(super::AutoscaleCommand::Evaluate {
+            name,
+            formula,
+            connection,
+        }) => {
+            let formula = match formula {
+                Some(f) => Some(match f.strip_prefix('@') {
+                    Some(path) => std::fs::read_to_string(path)
+                        .with_context(|| format!("reading the formula from {path}"))?,
+                    None => f,
+                }),
+                None => None,
+            };
+            let run = connection
+                .client()?
+                .evaluate_autoscale(&name, formula.as_deref())
+                .await?;
+            if connection.json {
+                display::json(&run)?;
+            } else {
+                display::autoscale_run(&run);
+            }
+        }
+        PoolCommand::Resize {
+            name,
+            target_nodes,
+            connection,
+        } => {
+            let pool = connection
+                .client()?
+                .resize_pool(&name, target_nodes)
+                .await?;
+            show_pool(&connection, &pool)?;
+        }
+        PoolCommand::Update {
+            name,
+            spec,
+            removals,
+            connection,
+        } => {
+            let change = removals.apply(spec.change()?);
+            let pool = connection.client()?.update_pool(&name, &change).await?;
+            show_pool(&connection, &pool)?;
+        }
         PoolCommand::List { connection } => {
             let pools = connection.client()?.pools().await?;
             if connection.json {
@@ -206,11 +250,7 @@ pub(super) async fn pool(command: PoolCommand) -> anyhow::Result<ExitCode> {
         }
         PoolCommand::Show { name, connection } => {
             let pool = connection.client()?.pool(&name).await?;
-            if connection.json {
-                display::json(&pool)?;
-            } else {
-                display::pool(&pool);
-            }
+            show_pool(&connection, &pool)?;
         }
         PoolCommand::Delete { name, connection } => {
             connection.client()?.delete_pool(&name).await?;
@@ -220,6 +260,16 @@ pub(super) async fn pool(command: PoolCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Shows a pool as JSON or as text.
+fn show_pool(connection: &Connection, pool: &tessera_framework::pools::Pool) -> anyhow::Result<()> {
+    if connection.json {
+        display::json(pool)?;
+    } else {
+        display::pool(pool);
+    }
+    Ok(())
 }
 
 /// Prints the `tessera node` command that joins `pool`.

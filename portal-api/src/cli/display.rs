@@ -79,6 +79,40 @@ pub(super) fn pool(p: &Pool) {
     println!("created:  {}", when(&p.created_at));
     println!("queued:   {} tasks", p.queued_tasks);
     println!("running:  {} tasks", p.running_tasks);
+    let spec = &p.spec;
+    println!(
+        "nodes:    target {} (from {} to {}), {} slots each{}",
+        spec.target_nodes,
+        spec.min_nodes,
+        spec.max_nodes,
+        spec.slots_per_node,
+        spec.memory_per_slot_mib
+            .map(|m| format!(", {m} MiB per slot"))
+            .unwrap_or_default()
+    );
+    if let Some(provider) = &spec.provider {
+        println!("provider: {}", provider.kind());
+    }
+    if let Some(task) = &spec.start_task {
+        println!("start:    {} {}", task.program, task.args.join(" "));
+    }
+    if let Some(autoscale) = &spec.autoscale {
+        println!("autoscale every {} s:", autoscale.interval_secs);
+        for line in autoscale.formula.lines() {
+            println!("    {line}");
+        }
+        match &p.autoscale_run {
+            Some(run) => match &run.error {
+                Some(error) => println!("  last run {}: failed: {error}", when(&run.at)),
+                None => println!(
+                    "  last run {}: target {}",
+                    when(&run.at),
+                    run.target_nodes.unwrap_or_default()
+                ),
+            },
+            None => println!("  not evaluated yet"),
+        }
+    }
     if p.nodes.is_empty() {
         println!(
             "nodes:    none yet; its jobs wait until a node joins (`tessera pool token {}` shows how)",
@@ -104,6 +138,21 @@ pub(super) fn pool(p: &Pool) {
             println!("    {reason}");
         }
     }
+}
+
+pub(super) fn autoscale_run(run: &tessera_framework::pools::AutoscaleRun) {
+    if let Some(error) = &run.error {
+        println!("The formula failed: {error}");
+        return;
+    }
+    for (name, value) in &run.variables {
+        println!("{name} = {value}");
+    }
+    println!(
+        "target: {} nodes (before the pool's bounds), deallocation: {}",
+        run.target_nodes.unwrap_or_default(),
+        run.deallocation.map(|d| d.as_str()).unwrap_or("requeue")
+    );
 }
 
 pub(super) fn apps(apps: &[AppSummary]) {

@@ -5,6 +5,7 @@ mod commands;
 mod demo;
 mod display;
 mod node;
+mod pool_args;
 mod workloads;
 
 use std::net::SocketAddr;
@@ -94,6 +95,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "TESSERA_LISTEN", default_value = DEFAULT_ADDR)]
     listen: SocketAddr,
+    /// The URL node agents that pools' providers start reach this service
+    /// at (default: http:// and the listen address).
+    #[arg(long, env = "TESSERA_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     #[command(flatten)]
     service: ServiceArgs,
 }
@@ -161,6 +166,35 @@ enum PoolCommand {
         /// Let every account run jobs on it (admin only).
         #[arg(long)]
         shared: bool,
+        /// How many nodes it should have (without an autoscale formula).
+        #[arg(long, default_value_t = 0)]
+        target_nodes: u32,
+        #[command(flatten)]
+        spec: pool_args::PoolSpecArgs,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Autoscale formulas.
+    #[command(subcommand)]
+    Autoscale(AutoscaleCommand),
+    /// Set how many nodes a pool should have.
+    Resize {
+        /// The pool's name.
+        name: String,
+        /// The new target.
+        #[arg(long)]
+        target_nodes: u32,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Change some of a pool's properties.
+    Update {
+        /// The pool's name.
+        name: String,
+        #[command(flatten)]
+        spec: pool_args::PoolSpecArgs,
+        #[command(flatten)]
+        removals: pool_args::PoolRemovals,
         #[command(flatten)]
         connection: Connection,
     },
@@ -190,6 +224,21 @@ enum PoolCommand {
     Delete {
         /// The pool's name.
         name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AutoscaleCommand {
+    /// Evaluate a formula for a pool now and show every variable's value,
+    /// applying nothing.
+    Evaluate {
+        /// The pool's name.
+        name: String,
+        /// The formula (or @FILE; default: the pool's own).
+        #[arg(long)]
+        formula: Option<String>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -355,7 +404,7 @@ pub fn init_tracing() {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => commands::serve(args.data_dir, args.listen, &args.service).await,
+        Command::Serve(args) => commands::serve(args).await,
         Command::Demo(args) => demo::run(args.data_dir, &args.sample, &args.service).await,
         Command::Node(args) => node::run(args).await,
         Command::Account(cmd) => commands::account(cmd).await,

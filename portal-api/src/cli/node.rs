@@ -40,6 +40,10 @@ pub struct NodeArgs {
     /// agent (set by providers).
     #[arg(long, env = "TESSERA_NODE_AGENT", hide = true)]
     agent: Option<String>,
+    /// Stop after this many seconds without reaching the service (default:
+    /// keep trying).
+    #[arg(long)]
+    give_up_after_secs: Option<u64>,
 }
 
 /// `tessera node`.
@@ -68,6 +72,7 @@ pub(super) async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         agent: args.agent.clone(),
         archive_limits: ArchiveLimits::default(),
         worker: WorkerCommand::current_exe().context("cannot find this executable")?,
+        give_up_after: args.give_up_after_secs.map(Duration::from_secs),
     };
     let handle = node::start(coordinator, runtime, config)?;
     let stopper = handle.stopper();

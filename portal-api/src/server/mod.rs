@@ -25,7 +25,7 @@ use tessera_framework::digest::{BadDigest, HashingWriter};
 use tessera_framework::error::{Error, ErrorClass};
 use tessera_framework::jobs::SubmitJob;
 use tessera_framework::model::{FileRef, JobState, LogStream, Output, OutputKind, TaskState};
-use tessera_framework::pools::{NewPool, Pool};
+use tessera_framework::pools::{AutoscaleRun, NewPool, Pool, PoolChange};
 use tessera_framework::service::Service;
 
 mod nodes;
@@ -317,7 +317,15 @@ pub fn router(service: Service) -> Router {
         )
         .route("/v1/accounts/{name}/quotas", put(set_quotas))
         .route("/v1/pools", post(create_pool).get(list_pools))
-        .route("/v1/pools/{name}", get(show_pool).delete(delete_pool))
+        .route(
+            "/v1/pools/{name}",
+            get(show_pool).delete(delete_pool).patch(update_pool),
+        )
+        .route("/v1/pools/{name}/resize", post(resize_pool))
+        .route(
+            "/v1/pools/{name}/autoscale/evaluate",
+            post(evaluate_autoscale),
+        )
         .route("/v1/pools/{name}/token", get(show_token))
         .route("/v1/pools/{name}/token/regenerate", post(regenerate_token))
         .route("/v1/apps", get(list_apps))
@@ -457,6 +465,58 @@ async fn delete_pool(
 ) -> ApiResult<StatusCode> {
     service.delete_pool(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn update_pool(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+    PathParams(name): PathParams<String>,
+    JsonBody(change): JsonBody<PoolChange>,
+) -> ApiResult<Json<Pool>> {
+    Ok(Json(service.update_pool(&caller, &name, &change).await?))
+}
+
+/// A resize request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resize {
+    /// The new target node count.
+    pub target_nodes: u32,
+}
+
+async fn resize_pool(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+    PathParams(name): PathParams<String>,
+    JsonBody(resize): JsonBody<Resize>,
+) -> ApiResult<Json<Pool>> {
+    Ok(Json(
+        service
+            .resize_pool(&caller, &name, resize.target_nodes)
+            .await?,
+    ))
+}
+
+/// A formula to evaluate (the pool's own when absent).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluate {
+    /// The formula.
+    #[serde(default)]
+    pub formula: Option<String>,
+}
+
+async fn evaluate_autoscale(
+    State(service): State<Service>,
+    Signed(caller): Signed,
+    PathParams(name): PathParams<String>,
+    JsonBody(request): JsonBody<Evaluate>,
+) -> ApiResult<Json<AutoscaleRun>> {
+    Ok(Json(
+        service
+            .evaluate_autoscale(&caller, &name, request.formula.as_deref())
+            .await?,
+    ))
 }
 
 async fn show_token(

@@ -7,6 +7,16 @@
 //! register with and its tasks are queued on: the name of a shared pool,
 //! `account/name` otherwise, so that two accounts may both have a pool
 //! called `gpu`.
+//!
+//! A pool's properties ([`PoolSpec`], in [`spec`]) say how large its nodes
+//! are, how many it should have, what each node runs first, and who starts
+//! them. Only admins give a pool a `slurm` or `command` provider (they run
+//! programs of the service's machine); any account may use `local`.
+
+pub(crate) mod manager;
+mod spec;
+
+pub use spec::{AutoscaleSpec, PoolChange, PoolSpec, ProviderSpec, StartTask};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,7 +29,7 @@ use crate::protocol::NodeError;
 use crate::service::Service;
 
 /// A pool, as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pool {
     /// What its nodes register with.
     pub id: String,
@@ -37,6 +47,14 @@ pub struct Pool {
     pub queued_tasks: u64,
     /// Tasks running on (or leased to) its nodes.
     pub running_tasks: u64,
+    /// Its properties; `target_nodes` is its current target.
+    pub spec: PoolSpec,
+    /// Its autoscale formula's last evaluation.
+    #[serde(default)]
+    pub autoscale_run: Option<AutoscaleRun>,
+    /// Why its provider's last call failed, if it did.
+    #[serde(default)]
+    pub provider_error: Option<String>,
     /// The token node agents join it with: given to its owner when the
     /// pool is created and when the token is shown or replaced, never in
     /// listings.
@@ -63,6 +81,9 @@ pub struct PoolNode {
     pub state: NodeState,
     /// Why it is `unusable` or `start_task_failed`.
     pub reason: Option<String>,
+    /// The handle of the provider's allocation that started it, if one did.
+    #[serde(default)]
+    pub agent: Option<String>,
     /// Tasks running on it (or leased to it).
     pub running_tasks: u64,
     /// When it registered.
@@ -87,6 +108,56 @@ pub struct NewPool {
     /// Whether every account may run jobs on it (admins only).
     #[serde(default)]
     pub shared: bool,
+    /// Its properties.
+    #[serde(default)]
+    pub spec: PoolSpec,
+}
+
+/// One evaluation of a pool's autoscale formula, as the pool shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AutoscaleRun {
+    /// When it ran.
+    pub at: DateTime<Utc>,
+    /// The target it computed (before the pool's bounds), if it worked.
+    pub target_nodes: Option<u32>,
+    /// The deallocation option it chose, if it worked.
+    pub deallocation: Option<crate::autoscale::DeallocationOption>,
+    /// Every variable's value, by name.
+    pub variables: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Why it failed, if it did (the pool kept its target).
+    pub error: Option<String>,
+}
+
+impl AutoscaleRun {
+    /// The run of a formula evaluation that ended as `result`.
+    pub fn of(
+        result: Result<crate::autoscale::Evaluation, crate::autoscale::EvalError>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        match result {
+            Ok(e) => Self {
+                at,
+                target_nodes: Some(e.target_nodes),
+                deallocation: Some(e.deallocation),
+                variables: e
+                    .variables
+                    .iter()
+                    .map(|(k, v)| {
+                        let value = serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
+                        (k.clone(), value)
+                    })
+                    .collect(),
+                error: None,
+            },
+            Err(e) => Self {
+                at,
+                target_nodes: None,
+                deallocation: None,
+                variables: Default::default(),
+                error: Some(e.to_string()),
+            },
+        }
+    }
 }
 
 /// A pool as a node agent authenticated for it sees it.
@@ -128,14 +199,22 @@ impl Service {
         if request.shared {
             Self::require_admin(caller, "create shared pools")?;
         }
+        self.check_spec(caller, &request.spec).await?;
         let id = pool_id(&caller.account, &request.name, request.shared);
         let token = join_token();
-        if !self
+        let created = self
             .inner
             .store
-            .insert_pool(&id, &caller.account, &request.name, request.shared, &token)
-            .await?
-        {
+            .insert_pool(
+                &id,
+                &caller.account,
+                &request.name,
+                request.shared,
+                &token,
+                &request.spec,
+            )
+            .await?;
+        if !created {
             return Err(Error::Conflict(format!(
                 "a pool named `{}` already exists; pick another name",
                 request.name
@@ -145,6 +224,76 @@ impl Service {
         let mut pool = self.pool(&caller.account, &request.name).await?;
         pool.join_token = Some(token);
         Ok(pool)
+    }
+
+    /// Changes some of one of the caller's pools' properties.
+    pub async fn update_pool(
+        &self,
+        caller: &Caller,
+        name: &str,
+        change: &PoolChange,
+    ) -> Result<Pool, Error> {
+        let pool = self.owned_pool(caller, name, "change it").await?;
+        if pool.id == LOCAL_POOL && change.provider.is_some() {
+            return Err(Error::Conflict(format!(
+                "`{LOCAL_POOL}` is served by the service's embedded node; it takes no provider"
+            )));
+        }
+        let spec = pool.spec.changed(change);
+        self.check_spec(caller, &spec).await?;
+        self.inner.store.set_pool_spec(&pool.id, &spec).await?;
+        tracing::info!(pool = %pool.id, by = %caller.account, "pool changed");
+        self.pool(&caller.account, name).await
+    }
+
+    /// Sets the target node count of one of the caller's pools (not of a
+    /// pool its autoscale formula sizes).
+    pub async fn resize_pool(
+        &self,
+        caller: &Caller,
+        name: &str,
+        target: u32,
+    ) -> Result<Pool, Error> {
+        let pool = self.owned_pool(caller, name, "resize it").await?;
+        if pool.spec.autoscale.is_some() {
+            return Err(Error::Conflict(format!(
+                "the pool `{name}` is sized by its autoscale formula; remove the formula first (`tessera pool update {name} --no-autoscale`)"
+            )));
+        }
+        let spec = PoolSpec {
+            target_nodes: target,
+            ..pool.spec
+        };
+        spec.check()?;
+        self.inner.store.set_pool_spec(&pool.id, &spec).await?;
+        tracing::info!(pool = %pool.id, target, by = %caller.account, "pool resized");
+        self.pool(&caller.account, name).await
+    }
+
+    /// Checks a pool's properties: on their own, then against the caller:
+    /// only admins run programs of the service's machine (`slurm` and
+    /// `command` providers), and a start task names the caller's own
+    /// application or upload.
+    async fn check_spec(&self, caller: &Caller, spec: &PoolSpec) -> Result<(), Error> {
+        spec.check()?;
+        if let Some(provider @ (ProviderSpec::Slurm { .. } | ProviderSpec::Command { .. })) =
+            &spec.provider
+        {
+            Self::require_admin(
+                caller,
+                &format!("give a pool the `{}` provider", provider.kind()),
+            )?;
+        }
+        if let Some(task) = &spec.start_task {
+            if let Some(app) = &task.app {
+                self.app_version(&caller.account, app, task.version).await?;
+            }
+            if let Some(image) = &task.image {
+                self.uploaded_size(&caller.account, image, "the start task's image")
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// One of the caller's pools with its join token, after replacing the
@@ -249,19 +398,52 @@ impl Service {
 
     /// The pools the account may use: its own and the shared ones, by name.
     pub async fn list_pools(&self, account: &str) -> Result<Vec<Pool>, Error> {
-        self.inner.store.pools(account, None).await
+        let mut pools = self.inner.store.pools(account, None).await?;
+        for pool in &mut pools {
+            pool.provider_error = self.inner.manager.provider_error(&pool.id);
+        }
+        Ok(pools)
     }
 
     /// The pool `name` as the account sees it: its own pool of that name,
     /// else a shared one.
     pub async fn pool(&self, account: &str, name: &str) -> Result<Pool, Error> {
-        self.inner
+        let mut pool = self
+            .inner
             .store
             .pools(account, Some(name))
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::not_found("pool", name))
+            .ok_or_else(|| Error::not_found("pool", name))?;
+        pool.provider_error = self.inner.manager.provider_error(&pool.id);
+        Ok(pool)
+    }
+
+    /// Evaluates an autoscale formula (the pool's own when `formula` is
+    /// `None`) for one of the caller's pools now, over its sample history,
+    /// and returns every variable's value; nothing is applied.
+    pub async fn evaluate_autoscale(
+        &self,
+        caller: &Caller,
+        name: &str,
+        formula: Option<&str>,
+    ) -> Result<AutoscaleRun, Error> {
+        let pool = self.pool(&caller.account, name).await?;
+        let text = match (formula, &pool.spec.autoscale) {
+            (Some(text), _) => text.to_owned(),
+            (None, Some(autoscale)) => autoscale.formula.clone(),
+            (None, None) => {
+                return Err(Error::Invalid(format!(
+                    "the pool `{name}` has no autoscale formula; give one to evaluate"
+                )));
+            }
+        };
+        let formula = crate::autoscale::Formula::parse(&text).map_err(Error::Formula)?;
+        self.inner
+            .manager
+            .dry_run(&pool.id, &pool.spec, &formula)
+            .await
     }
 
     /// Deletes one of the caller's pools. A pool with unfinished jobs or
