@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::Caller;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::model::{
@@ -15,9 +16,10 @@ use crate::model::{
     time_from_ms,
 };
 use crate::package;
+use crate::pools::PoolSpec;
 use crate::scheduler::SPLIT_TASK;
 use crate::service::Service;
-use crate::store::{JobListQuery, JobRecord, NewTask, TaskListQuery};
+use crate::store::{JobListQuery, JobRecord, NewTask, PoolRow, TaskListQuery};
 
 /// Default number of retries of a failed task attempt.
 pub const DEFAULT_MAX_TASK_RETRIES: u32 = 3;
@@ -68,6 +70,11 @@ pub struct SubmitJob {
     /// (default: the service's pool `local`).
     #[serde(default)]
     pub pool: Option<String>,
+    /// Or the properties of a pool created for this job alone (an
+    /// auto-pool, named `auto-<job id>` and owned by the job's account),
+    /// removed with its nodes once the job has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_pool: Option<PoolSpec>,
 }
 
 /// A page of jobs, newest first.
@@ -89,8 +96,10 @@ pub struct TaskPage {
 }
 
 impl Service {
-    /// Submits a job; it is durable when this returns.
-    pub async fn submit(&self, account: &str, request: SubmitJob) -> Result<Job, Error> {
+    /// Submits a job (with its auto-pool, if it asks for one); it is
+    /// durable when this returns.
+    pub async fn submit(&self, caller: &Caller, request: SubmitJob) -> Result<Job, Error> {
+        let account = caller.account.as_str();
         self.check_pending_jobs_quota(account).await?;
         let version = self
             .app_version(account, &request.app, request.version)
@@ -111,9 +120,22 @@ impl Service {
                 "task_timeout_secs is {timeout}; it must be between 1 and {MAX_TASK_TIMEOUT_SECS}"
             )));
         }
-        let pool = self.job_pool(account, request.pool.as_deref()).await?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let auto_pool = match (&request.pool, request.auto_pool) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Invalid(
+                    "the job names both a `pool` and an `auto_pool`; give one of them".into(),
+                ));
+            }
+            (_, Some(spec)) => Some(self.auto_pool(caller, &id, spec).await?),
+            (_, None) => None,
+        };
+        let pool = match &auto_pool {
+            Some(auto) => auto.id.clone(),
+            None => self.job_pool(account, request.pool.as_deref()).await?,
+        };
         let job = JobRecord {
-            id: uuid::Uuid::now_v7().to_string(),
+            id,
             account: account.to_owned(),
             app: version.app.clone(),
             app_version: version.version,
@@ -133,6 +155,25 @@ impl Service {
         };
         let split = NewTask::step(0, SPLIT_TASK, TaskKind::Split);
         let mut tx = self.inner.store.begin().await?;
+        if let Some(auto) = &auto_pool {
+            let created = tx
+                .insert_pool(&PoolRow {
+                    id: &auto.id,
+                    account,
+                    name: &auto.name,
+                    shared: false,
+                    join_token: &auto.join_token,
+                    spec: &auto.spec,
+                    auto_job: Some(&job.id),
+                })
+                .await?;
+            if !created {
+                return Err(Error::Internal(format!(
+                    "the auto-pool `{}` exists already",
+                    auto.name
+                )));
+            }
+        }
         // The pool may have been deleted since it was looked up.
         if !tx.pool_exists(&pool).await? {
             return Err(Error::not_found(

@@ -53,6 +53,44 @@ pub struct Registered {
     /// The node's own key: remote calls of the node carry it, so that no
     /// other node of the pool can act as this one.
     pub node_key: String,
+    /// What the node runs once before it takes tasks, if its pool has a
+    /// start task: the node reports how it ended with
+    /// [`Coordinator::start_task_finished`].
+    #[serde(default)]
+    pub start_task: Option<StartTaskRun>,
+}
+
+/// A pool's start task, as a node runs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartTaskRun {
+    /// The image mounted at `/app` (none: an empty folder).
+    pub image: Option<Digest>,
+    /// The program, a path under `/app`.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its wall-clock limit, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// How a node's start task ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartTaskReport {
+    /// Its exit status, if it ran to its end.
+    pub status: Option<i32>,
+    /// Why it could not run or was stopped, if so.
+    pub error: Option<String>,
+    /// The end of its stdout.
+    pub stdout: String,
+    /// The end of its stderr.
+    pub stderr: String,
+}
+
+impl StartTaskReport {
+    /// Whether the start task succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.status == Some(0) && self.error.is_none()
+    }
 }
 
 /// Identifies one attempt at one task; the attempt number is the fencing token.
@@ -427,6 +465,14 @@ pub trait Coordinator: Send + Sync + 'static {
         node_id: &str,
         reports: &[AttemptReport],
     ) -> impl Future<Output = Result<CommitReply, NodeError>> + Send;
+
+    /// The node ran its pool's start task: it takes tasks if the task
+    /// succeeded, and is `start_task_failed` otherwise.
+    fn start_task_finished(
+        &self,
+        node_id: &str,
+        report: &StartTaskReport,
+    ) -> impl Future<Output = Result<(), NodeError>> + Send;
 
     /// The node is stopping; its unfinished attempts are released.
     fn deregister(&self, node_id: &str) -> impl Future<Output = Result<(), NodeError>> + Send;

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tessera_framework::digest::{Digest, HashingWriter};
 use tessera_framework::protocol::{
     Assignment, AttemptKey, AttemptReport, CommitReply, Coordinator, Heartbeat, HeartbeatReply,
-    NodeError, NodeRegistration, Registered, UploadSource, Uploaded,
+    NodeError, NodeRegistration, Registered, StartTaskReport, UploadSource, Uploaded,
 };
 
 use crate::client::{ClientError, segment};
@@ -175,6 +175,20 @@ impl Coordinator for NodeClient {
             .timeout(CALL_TIMEOUT)
             .json(reports);
         self.json(request).await
+    }
+
+    async fn start_task_finished(
+        &self,
+        node_id: &str,
+        report: &StartTaskReport,
+    ) -> Result<(), NodeError> {
+        let path = format!("/v1/nodes/{}/start-task", segment(node_id));
+        let request = self
+            .request(Method::POST, &path, Some(node_id))
+            .timeout(CALL_TIMEOUT)
+            .json(report);
+        self.send(request).await?;
+        Ok(())
     }
 
     async fn deregister(&self, node_id: &str) -> Result<(), NodeError> {

@@ -10,7 +10,7 @@ use tessera_framework::jobs::SubmitJob;
 use tessera_framework::model::{JobState, NodeState};
 use tessera_framework::pools::{AutoscaleSpec, NewPool, PoolSpec, ProviderSpec};
 
-use crate::harness::{TestService, assert_api_error, eventually, plan_job};
+use crate::harness::{TestService, assert_api_error, eventually, plan_job, until_empty};
 
 async fn service() -> TestService {
     TestService::start_with(0, |c| {
@@ -121,12 +121,7 @@ async fn a_formula_on_pending_tasks_scales_a_local_pool_up_for_a_job_and_back_to
     );
     // The provider forgets the agents that ended (their logs, state and
     // work folders).
-    let provider_dir = svc.dir.path().join("providers/local/admin_elastic");
-    eventually(Duration::from_secs(30), "the provider to forget ended agents", || async {
-        let left = std::fs::read_dir(&provider_dir).map(|d| d.count()).unwrap_or(0);
-        (left == 0).then_some(())
-    })
-    .await;
+    until_empty(&svc.dir.path().join("providers/local/admin_elastic")).await;
     svc.stop().await;
 }
 

@@ -141,6 +141,29 @@ async fn an_account_works_with_its_own_keys_through_the_cli() {
         "a"
     );
 
+    // A job on a pool of its own, made and removed with it.
+    let on_auto = |extra: &[&str]| {
+        let mut args = vec!["job", "submit", "hostile", "--param"];
+        let plan = format!("plan={plan}");
+        args.push(&plan);
+        args.extend_from_slice(extra);
+        tessera(url, alice, &args)
+    };
+    assert_refused(
+        &on_auto(&["--provider", "local"]),
+        "give --auto-pool-nodes N as well",
+    );
+    let job = json_of(&on_auto(&[
+        "--auto-pool-nodes",
+        "1",
+        "--provider",
+        "local",
+        "--wait",
+        "--json",
+    ]));
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["pool"], format!("auto-{}", job["id"].as_str().unwrap()));
+
     // The admin sees none of it; a wrong key or none at all is refused.
     let jobs = json_of(&tessera(url, as_admin, &["job", "list", "--json"]));
     assert_eq!(jobs["jobs"], json!([]), "{jobs}");

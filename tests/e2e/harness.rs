@@ -1,8 +1,10 @@
 //! Shared helpers: a service on an ephemeral port, zips built in the test,
 //! and waiting for jobs.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tessera_framework::accounts::{NewAccount, Quotas};
@@ -351,7 +353,6 @@ impl Agent {
         slots: usize,
         work_dir: &std::path::Path,
     ) -> Self {
-        use std::io::BufRead;
         let log = std::fs::File::create(work_dir.with_extension("log")).unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args([
@@ -372,19 +373,7 @@ impl Agent {
             .stderr(log)
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (first, line) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut reader = std::io::BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = first.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = tokio::time::timeout(Duration::from_secs(60), line)
-            .await
-            .expect("the node agent did not join within a minute")
-            .unwrap();
+        let line = first_line(&mut child, "the node agent did not join").await;
         let id = line
             .strip_prefix("Tessera node ")
             .and_then(|rest| rest.split_whitespace().next())
@@ -442,4 +431,133 @@ pub async fn wait_exit(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A `tessera serve` child process, killed when dropped.
+pub struct Server {
+    /// A client signing as the admin.
+    pub client: Client,
+    /// The URL it serves on.
+    pub url: String,
+    child: Child,
+}
+
+impl Server {
+    /// Starts `tessera serve` on `dir/data` with `slots` task slots and an
+    /// ephemeral port, and waits for its "serving on" line. Its stderr is
+    /// appended to `dir/stderr.log`.
+    pub async fn start(dir: &Path, slots: usize) -> Self {
+        Self::start_with(dir, "127.0.0.1:0", &["--slots", &slots.to_string()]).await
+    }
+
+    /// Like [`Server::start`], listening on `listen`, with `args` added.
+    pub async fn start_with(dir: &Path, listen: &str, args: &[&str]) -> Self {
+        let log_path = dir.join("stderr.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--listen", listen])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let line = first_line(&mut child, "the service did not start").await;
+        let url = line
+            .strip_prefix("Tessera is serving on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}; stderr:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                )
+            });
+        let (account, key) = tessera_framework::accounts::read_credentials(
+            &tessera_framework::accounts::admin_credentials_path(&dir.join("data")),
+        )
+        .unwrap();
+        let client = Client::new(url)
+            .unwrap()
+            .with_credentials(&account, &key)
+            .unwrap();
+        client.health().await.unwrap();
+        Self {
+            child,
+            client,
+            url: url.to_owned(),
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit status.
+    pub async fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the service did not stop within {limit:?} of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first line a child process writes to stdout (failing with `what`
+/// after a minute); the rest is drained, so that the child never writes
+/// into a closed pipe.
+async fn first_line(child: &mut Child, what: &str) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (first, line) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = first.send(line);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    tokio::time::timeout(Duration::from_secs(60), line)
+        .await
+        .unwrap_or_else(|_| panic!("{what} within a minute"))
+        .unwrap()
+}
+
+/// Waits (up to 30 s) until the folder `dir` is empty or gone: a provider
+/// has forgotten the agents that ended.
+pub async fn until_empty(dir: &Path) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{} to be empty", dir.display()),
+        || async {
+            let left = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+            (left == 0).then_some(())
+        },
+    )
+    .await;
 }

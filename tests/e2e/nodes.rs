@@ -502,3 +502,117 @@ async fn work_of_a_node_that_vanishes_runs_elsewhere_and_a_refused_node_serves_o
     assert_eq!(attempts[0].node, stale.node_id);
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_task_prepares_each_node_and_a_failing_one_keeps_the_node_out_of_work() {
+    use tessera_framework::pools::{PoolSpec, StartTask};
+    use tessera_samples::fixtures::ECHO_COMMAND;
+    let mut svc = TestService::start_with(0, |_| {}).await;
+    svc.publish_hostile(&[("echo.wasm", ECHO_COMMAND), ("data.txt", b"shared data")])
+        .await;
+    let c = &svc.client;
+    let start_task = |args: &[&str]| StartTask {
+        app: Some("hostile".into()),
+        version: None,
+        image: None,
+        program: "/app/echo.wasm".into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        timeout_secs: 60,
+    };
+    let new_pool = |name: &str, task: StartTask| NewPool {
+        name: name.into(),
+        shared: false,
+        spec: PoolSpec {
+            start_task: Some(task),
+            ..PoolSpec::default()
+        },
+    };
+    let url = c.url().to_owned();
+    // A pool with this start task, joined by one agent; the agent and its
+    // node once the node is in `state`.
+    let joined = |name: &'static str, task: StartTask, state: NodeState| {
+        let (c, url, dir) = (c.clone(), url.clone(), svc.dir.path().join(name));
+        async move {
+            let pool = c.create_pool(&new_pool(name, task)).await.unwrap();
+            let token = pool.join_token.as_ref().unwrap();
+            let agent = Agent::start(&url, &pool.id, token, 1, &dir).await;
+            let node = eventually(
+                Duration::from_secs(30),
+                &format!("a node of {name} to be {state}"),
+                || async {
+                    let shown = c.pool(name).await.unwrap();
+                    shown
+                        .nodes
+                        .into_iter()
+                        .find(|n| n.id == agent.id && n.state == state)
+                },
+            )
+            .await;
+            (agent, node)
+        }
+    };
+    let (agent, node) = joined(
+        "prepared",
+        start_task(&["--copy", "/app/data.txt", "/shared/data.txt"]),
+        NodeState::Idle,
+    )
+    .await;
+    assert_eq!(
+        node.start_task_stdout.as_deref(),
+        Some("--copy /app/data.txt /shared/data.txt\n")
+    );
+    assert_eq!(node.start_task_stderr.as_deref(), Some("echo-stderr\n"));
+    // Tasks read what it left in /shared, and cannot write there.
+    let run_program = |name: &str, args: &[&str]| json!({"name": name, "params": {"behaviour": "run-program", "program": "/app/echo.wasm", "args": args}});
+    let job = svc
+        .run(SubmitJob {
+            pool: Some("prepared".into()),
+            ..plan_job(
+                json!([
+                    run_program(
+                        "read",
+                        &["--copy", "/shared/data.txt", "/output/copied.txt"]
+                    ),
+                    run_program("write", &["--copy", "/app/data.txt", "/shared/mine.txt"]),
+                ]),
+                false,
+            )
+        })
+        .await;
+    assert_eq!(job.state, JobState::Completed, "{job:#?}");
+    assert_eq!(
+        output_text(c, &job.id, Some("read"), "copied.txt").await,
+        "shared data"
+    );
+    assert_eq!(
+        output_text(c, &job.id, Some("read"), "status.txt").await,
+        "0"
+    );
+    assert_eq!(
+        output_text(c, &job.id, Some("write"), "status.txt").await,
+        "1"
+    );
+    drop(agent);
+
+    // A start task that fails: the node is shown with the reason and gets
+    // no work.
+    let (agent, node) = joined(
+        "broken",
+        start_task(&["--exit", "3"]),
+        NodeState::StartTaskFailed,
+    )
+    .await;
+    // WASI preview 2 programs exit with success or failure only: `--exit 3`
+    // is status 1.
+    let reason = node.reason.unwrap();
+    assert!(
+        reason.contains("exited with status 1") && reason.contains("echo-stderr"),
+        "{reason}"
+    );
+    let waiting = c.submit(&busy_job("broken", 1, 10)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let split = c.task(&waiting.id, "_split").await.unwrap().task;
+    assert_eq!(split.state, TaskState::Queued, "{split:#?}");
+    drop(agent);
+    svc.stop().await;
+}

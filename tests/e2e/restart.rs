@@ -2,113 +2,13 @@
 //! resumes its jobs on restart without losing or duplicating results, and
 //! SIGTERM stops it cleanly, giving running tasks back.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 use tessera_framework::model::{JobState, LogStream, TaskState};
 use tessera_portal_api::client::Client;
 
-use crate::harness::{eventually, hostile_assembly, output_text, plan_job};
-
-/// A `tessera serve` child process, killed when dropped.
-struct Server {
-    child: Child,
-    client: Client,
-}
-
-impl Server {
-    /// Starts `tessera serve` on `dir/data` with `slots` task slots and an
-    /// ephemeral port, and waits for its "serving on" line. Its stderr is
-    /// appended to `dir/stderr.log`.
-    async fn start(dir: &Path, slots: usize) -> Self {
-        let log_path = dir.join("stderr.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--listen", "127.0.0.1:0", "--slots", &slots.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        // Read the first line, then keep draining stdout so that the
-        // service never writes into a closed pipe.
-        let stdout = child.stdout.take().unwrap();
-        let (first, line) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = first.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = tokio::time::timeout(Duration::from_secs(60), line)
-            .await
-            .expect("the service did not start within a minute")
-            .unwrap();
-        let url = line
-            .strip_prefix("Tessera is serving on ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line {line:?}; stderr:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                )
-            });
-        let (account, key) = tessera_framework::accounts::read_credentials(
-            &tessera_framework::accounts::admin_credentials_path(&dir.join("data")),
-        )
-        .unwrap();
-        let client = Client::new(url)
-            .unwrap()
-            .with_credentials(&account, &key)
-            .unwrap();
-        client.health().await.unwrap();
-        Self { child, client }
-    }
-
-    /// Kills the process with SIGKILL and reaps it.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Sends SIGTERM and waits up to `limit` for the exit status.
-    async fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the service did not stop within {limit:?} of SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::harness::{Server, eventually, hostile_assembly, output_text, plan_job};
 
 async fn publish_hostile(client: &Client) {
     client

@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorClass};
 use crate::model::{Failure, FailureKind, TaskKind, now_ms};
 use crate::protocol::{
     Assignment, AttemptKey, AttemptReport, Coordinator, Heartbeat, NodeError, NodeRegistration,
@@ -50,6 +50,10 @@ const LEASE_WAIT: Duration = Duration::from_secs(20);
 
 /// Most attempts committed in one call.
 const COMMIT_BATCH: usize = 2048;
+
+/// How long fetching what an attempt needs waits out an unreachable
+/// service before the attempt fails.
+const PREPARE_PATIENCE: Duration = Duration::from_secs(300);
 
 /// A node keeps about this much work per slot on hand, so that short tasks
 /// are leased in batches and a slot never waits for the next lease.
@@ -66,7 +70,7 @@ const REMEMBERED_JOBS: usize = 1024;
 const ID_FILE: &str = "node-id";
 
 /// What a node keeps in its work folder.
-const LOCAL_FILES: [&str; 5] = ["cache", "slots", "programs", "outbox", ID_FILE];
+const LOCAL_FILES: [&str; 6] = ["cache", "slots", "programs", "outbox", "shared", ID_FILE];
 
 /// Uploads in flight at once, across a node's slots.
 const UPLOADS: usize = 16;
@@ -426,9 +430,10 @@ impl<C: Coordinator> Node<C> {
             .ok()
             .map(|s| s.trim().to_owned());
         let end = loop {
-            let Some(node_id) = self.register(previous.take()).await? else {
+            let Some(registered) = self.register(previous.take()).await? else {
                 break SessionEnd::Stopped;
             };
+            let node_id = registered.node_id.clone();
             if let Err(e) = std::fs::write(&id_file, &node_id) {
                 tracing::warn!(error = %e, "cannot remember the node id");
             }
@@ -439,7 +444,9 @@ impl<C: Coordinator> Node<C> {
                 ended: CancellationToken::new(),
                 end: Mutex::new(None),
             });
-            let end = self.run_session(&session, &work_tx, &done_tx).await;
+            let end = self
+                .run_session(&session, registered.start_task, &work_tx, &done_tx)
+                .await;
             match end {
                 SessionEnd::Lost => {
                     tracing::warn!(node = %node_id, "the service declared this node lost; registering again");
@@ -508,12 +515,7 @@ impl<C: Coordinator> Node<C> {
             .map(|i| {
                 tokio::spawn(worker::supervise(worker::SlotContext {
                     command: self.config.worker.clone(),
-                    setup: worker::Setup {
-                        slot_dir: dir.join("slots").join(i.to_string()),
-                        outbox: outbox.clone(),
-                        program_cache: dir.join("programs"),
-                        max_memory_bytes: self.runtime.config().max_memory_bytes,
-                    },
+                    setup: self.setup(&dir.join("slots").join(i.to_string())),
                     queue: queue.clone(),
                     done: done_tx.clone(),
                     coordinator: self.coordinator.clone(),
@@ -525,15 +527,65 @@ impl<C: Coordinator> Node<C> {
         Ok(slots)
     }
 
+    /// How a worker of this node is set up, its slot folder `slot_dir`.
+    fn setup(&self, slot_dir: &std::path::Path) -> worker::Setup {
+        let dir = &self.config.work_dir;
+        worker::Setup {
+            slot_dir: slot_dir.to_path_buf(),
+            outbox: dir.join("outbox"),
+            program_cache: dir.join("programs"),
+            shared_dir: dir.join("shared"),
+            max_memory_bytes: self.runtime.config().max_memory_bytes,
+        }
+    }
+
+    /// Runs the pool's start task and reports how it ended (a node whose
+    /// start task failed stays, leased nothing, for operators to see).
+    async fn start_task(&self, node_id: &str, task: crate::protocol::StartTaskRun) {
+        tracing::info!(node = %node_id, program = %task.program, "running the pool's start task");
+        let report = match self
+            .cache
+            .app(&*self.coordinator, node_id, task.image)
+            .await
+        {
+            Ok(app) => {
+                let job = worker::StartTask {
+                    app,
+                    program: task.program,
+                    args: task.args,
+                    timeout_ms: task.timeout_ms,
+                    env: vec![
+                        ("TESSERA_POOL_ID".to_owned(), self.config.pool.clone()),
+                        ("TESSERA_NODE_ID".to_owned(), node_id.to_owned()),
+                    ],
+                };
+                let setup = self.setup(&self.config.work_dir.join("slots").join("start"));
+                worker::run_start_task(&self.config.worker, &setup, job).await
+            }
+            Err(e) => crate::protocol::StartTaskReport {
+                status: None,
+                error: Some(format!("cannot fetch its image: {e}")),
+                stdout: String::new(),
+                stderr: String::new(),
+            },
+        };
+        if let Err(e) = self.coordinator.start_task_finished(node_id, &report).await {
+            tracing::warn!(error = %e, "reporting the start task failed");
+        }
+    }
+
     /// Registers, retrying transient errors until it works; `None` if the
     /// node was stopped first.
-    async fn register(&self, previous: Option<String>) -> Result<Option<String>, NodeError> {
+    async fn register(
+        &self,
+        previous: Option<String>,
+    ) -> Result<Option<crate::protocol::Registered>, NodeError> {
         let registration = self.config.registration(previous);
         let mut delay = Duration::from_millis(200);
         let since = tokio::time::Instant::now();
         loop {
             match self.coordinator.register(registration.clone()).await {
-                Ok(registered) => return Ok(Some(registered.node_id)),
+                Ok(registered) => return Ok(Some(registered)),
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "registering the node failed; retrying");
                     if let Some(limit) = self.config.give_up_after
@@ -557,6 +609,7 @@ impl<C: Coordinator> Node<C> {
     async fn run_session(
         &self,
         session: &Arc<Session>,
+        start_task: Option<crate::protocol::StartTaskRun>,
         work_tx: &mpsc::Sender<Work>,
         done_tx: &mpsc::UnboundedSender<Done>,
     ) -> SessionEnd {
@@ -567,6 +620,15 @@ impl<C: Coordinator> Node<C> {
             self.config.heartbeat_interval,
             self.config.give_up_after,
         ));
+        // The start task runs while the session heartbeats, before any
+        // lease: a node takes tasks only once it succeeded.
+        if let Some(task) = start_task {
+            tokio::select! {
+                () = self.stop.cancelled() => {}
+                () = session.ended.cancelled() => {}
+                () = self.start_task(&session.node_id, task) => {}
+            }
+        }
         let drain = self.lease_loop(session, work_tx, done_tx).await;
         if drain {
             // Leaving the pool: what is held finishes and is committed.
@@ -701,7 +763,7 @@ impl<C: Coordinator> Node<C> {
                 progress: progress.clone(),
             },
         );
-        match self.prepare(&session.node_id, &assignment).await {
+        match self.prepare_patiently(session, &assignment).await {
             // The queue holds at most what the node holds, so this waits
             // only while the node is far behind.
             Ok(prepared) => work_tx
@@ -734,6 +796,31 @@ impl<C: Coordinator> Node<C> {
                         report,
                     })
                     .is_ok()
+            }
+        }
+    }
+
+    /// [`Node::prepare`], waiting out a service that is away (restarting,
+    /// say) for up to [`PREPARE_PATIENCE`], while the session may commit.
+    async fn prepare_patiently(
+        &self,
+        session: &Session,
+        a: &Assignment,
+    ) -> Result<Prepared, Error> {
+        let deadline = tokio::time::Instant::now() + PREPARE_PATIENCE;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.prepare(&session.node_id, a).await {
+                Err(e)
+                    if e.class() == ErrorClass::Internal
+                        && session.can_commit()
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(error = %e, "fetching what an attempt needs failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                result => return result,
             }
         }
     }

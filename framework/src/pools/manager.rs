@@ -131,6 +131,9 @@ impl PoolManager {
 
     async fn tend(&self, pool: &ManagedPool) -> Result<(), Error> {
         let nodes = self.inner.store.pool_nodes(&pool.id).await?;
+        if pool.retired {
+            return self.retire(pool, &nodes).await;
+        }
         self.sample(&pool.id).await?;
         let mut target = pool.spec.target_nodes;
         if let Some(autoscale) = &pool.spec.autoscale {
@@ -155,6 +158,33 @@ impl PoolManager {
         }
         if pool.spec.provider.is_some() {
             self.reconcile(pool, target, &nodes).await;
+        }
+        Ok(())
+    }
+
+    /// An auto-pool whose job has ended: its agents are stopped and its
+    /// nodes asked to leave; once none is left, the pool is removed.
+    async fn retire(&self, pool: &ManagedPool, nodes: &[PoolNode]) -> Result<(), Error> {
+        let mut agents_left = 0;
+        if let Some(spec) = &pool.spec.provider {
+            self.reconcile(pool, 0, nodes).await;
+            let provider = provider::for_spec(spec, &self.inner.config.provider_dir);
+            agents_left = match provider.list(&pool.id).await {
+                Ok(agents) => agents.len(),
+                // Tried again next tick; the error is on the pool.
+                Err(_) => return Ok(()),
+            };
+        }
+        let mut live = 0;
+        for node in nodes.iter().filter(|n| n.is_live()) {
+            live += 1;
+            if node.state != NodeState::Leaving {
+                self.inner.scheduler.ask_to_leave(&node.id).await?;
+            }
+        }
+        if live == 0 && agents_left == 0 && self.inner.store.delete_pool(&pool.id).await? == 0 {
+            self.pools().remove(&pool.id);
+            tracing::info!(pool = %pool.id, "its job has ended: auto-pool removed");
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ use crate::error::Error;
 use crate::model::{LOCAL_POOL, NodeState};
 use crate::protocol::NodeError;
 use crate::service::Service;
+use crate::store::PoolRow;
 
 /// A pool, as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,6 +56,10 @@ pub struct Pool {
     /// Why its provider's last call failed, if it did.
     #[serde(default)]
     pub provider_error: Option<String>,
+    /// The job it was created for (an auto-pool): it is removed, and its
+    /// nodes stopped, once that job has ended.
+    #[serde(default)]
+    pub auto_job: Option<String>,
     /// The token node agents join it with: given to its owner when the
     /// pool is created and when the token is shown or replaced, never in
     /// listings.
@@ -84,6 +89,12 @@ pub struct PoolNode {
     /// The handle of the provider's allocation that started it, if one did.
     #[serde(default)]
     pub agent: Option<String>,
+    /// What its start task wrote to stdout (the end of it), if it ran one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_task_stdout: Option<String>,
+    /// What its start task wrote to stderr (the end of it), if it ran one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_task_stderr: Option<String>,
     /// Tasks running on it (or leased to it).
     pub running_tasks: u64,
     /// When it registered.
@@ -187,6 +198,14 @@ pub(crate) fn pool_id(account: &str, name: &str, shared: bool) -> String {
     }
 }
 
+/// A pool to be created with the job it serves.
+pub(crate) struct AutoPool {
+    pub id: String,
+    pub name: String,
+    pub join_token: String,
+    pub spec: PoolSpec,
+}
+
 /// The name of the pool with id `id`.
 pub(crate) fn pool_name(id: &str) -> &str {
     id.rsplit('/').next().unwrap_or(id)
@@ -205,14 +224,15 @@ impl Service {
         let created = self
             .inner
             .store
-            .insert_pool(
-                &id,
-                &caller.account,
-                &request.name,
-                request.shared,
-                &token,
-                &request.spec,
-            )
+            .insert_pool(&PoolRow {
+                id: &id,
+                account: &caller.account,
+                name: &request.name,
+                shared: request.shared,
+                join_token: &token,
+                spec: &request.spec,
+                auto_job: None,
+            })
             .await?;
         if !created {
             return Err(Error::Conflict(format!(
@@ -224,6 +244,27 @@ impl Service {
         let mut pool = self.pool(&caller.account, &request.name).await?;
         pool.join_token = Some(token);
         Ok(pool)
+    }
+
+    /// The pool a job `job` of the caller asks to have made for it, its
+    /// properties checked as for `create_pool`.
+    pub(crate) async fn auto_pool(
+        &self,
+        caller: &Caller,
+        job: &str,
+        spec: PoolSpec,
+    ) -> Result<AutoPool, Error> {
+        self.check_spec(caller, &spec).await.map_err(|e| match e {
+            Error::Invalid(why) => Error::Invalid(format!("auto_pool: {why}")),
+            other => other,
+        })?;
+        let name = format!("auto-{job}");
+        Ok(AutoPool {
+            id: pool_id(&caller.account, &name, false),
+            name,
+            join_token: join_token(),
+            spec,
+        })
     }
 
     /// Changes some of one of the caller's pools' properties.

@@ -128,10 +128,11 @@ pub enum ProviderSpec {
         #[serde(default)]
         sbatch_args: Vec<String>,
     },
-    /// Commands of the admin's choosing: `start` (prints the handle of what
-    /// it started), `stop HANDLE`, and `list` (prints one handle per line).
+    /// Commands of the admin's choosing, run with `sh -c`: `start` starts
+    /// the agent named `$TESSERA_AGENT`, `stop` stops it, and `list` prints
+    /// the agents still there, one handle per line (`docs/providers.md`).
     Command {
-        /// Starts one node agent; its environment says how (see the docs).
+        /// Starts one node agent; its environment says how.
         start: String,
         /// Stops the agent named by `$TESSERA_AGENT`.
         stop: String,

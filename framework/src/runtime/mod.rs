@@ -34,8 +34,9 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::OutputStream;
 
+pub use program::ProgramRun;
 pub(crate) use sandbox::human_bytes;
-pub use sandbox::{Interrupt, Logs, Sandbox, folder_size, interrupted};
+pub use sandbox::{Interrupt, Logs, Sandbox, Shared, folder_size, interrupted};
 
 use bindings::processor_world::ProcessorPre;
 use bindings::splitter_world::SplitterPre;
@@ -529,6 +530,18 @@ impl Runtime {
             stderr,
             peak_memory: guard.peak_memory,
         }
+    }
+
+    /// Runs a WASI command program from the sandbox's `/app` (a pool's
+    /// start task) and says how it ended; an error says why it could not
+    /// run or failed before its end.
+    pub fn run_command(
+        &self,
+        sandbox: &Sandbox,
+        path: &str,
+        args: Vec<String>,
+    ) -> Result<ProgramRun, String> {
+        self.inner.programs.run(sandbox, path, args)
     }
 
     /// Measures how many trivial `process` calls per second this runtime

@@ -22,11 +22,15 @@ use super::sandbox::{Guard, Sandbox};
 use super::{ComponentKind, component_kind};
 use crate::digest::Digest;
 
-/// What a program did.
-pub(super) struct ProgramRun {
-    pub(super) status: i32,
-    pub(super) stdout: Vec<u8>,
-    pub(super) stderr: Vec<u8>,
+/// What a WASI command program did.
+#[derive(Clone, Debug)]
+pub struct ProgramRun {
+    /// Its exit status.
+    pub status: i32,
+    /// What it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// What it wrote to stderr.
+    pub stderr: Vec<u8>,
 }
 
 enum Loaded {

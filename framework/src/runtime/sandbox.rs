@@ -33,6 +33,9 @@ pub struct Sandbox {
     pub inputs: PathBuf,
     /// Host folder mounted read-write at `/output` (the splitter has none).
     pub output: Option<PathBuf>,
+    /// The node's shared folder, mounted at `/shared`: written by the
+    /// pool's start task, read by tasks.
+    pub shared: Option<Shared>,
     /// Environment variables (`TESSERA_*` and the task's own).
     pub env: Vec<(String, String)>,
     /// Limits.
@@ -68,8 +71,25 @@ impl Sandbox {
         if let Some(output) = &self.output {
             builder.preopened_dir(output, "/output", FsPerms::ReadWrite)?;
         }
+        if let Some(shared) = &self.shared {
+            let perms = if shared.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            builder.preopened_dir(&shared.path, "/shared", perms)?;
+        }
         Ok(builder)
     }
+}
+
+/// A node's shared folder as a sandbox sees it.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    /// The host folder.
+    pub path: PathBuf,
+    /// Whether the guest may write to it (only the start task may).
+    pub writable: bool,
 }
 
 /// An attempt's captured stdout and stderr, each bounded by the log limit.

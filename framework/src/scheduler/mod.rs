@@ -53,7 +53,7 @@ use crate::digest::Digest;
 use crate::error::Error;
 use crate::protocol::{
     Assignment, AttemptKey, AttemptReport, CommitReply, Coordinator, Heartbeat, HeartbeatReply,
-    NodeError, NodeRegistration, Registered, UploadSource, Uploaded,
+    NodeError, NodeRegistration, Registered, StartTaskReport, UploadSource, Uploaded,
 };
 use crate::store::Store;
 
@@ -302,6 +302,14 @@ impl Coordinator for Scheduler {
         reports: &[AttemptReport],
     ) -> Result<CommitReply, NodeError> {
         self.commit_reports(node_id, reports).await
+    }
+
+    async fn start_task_finished(
+        &self,
+        node_id: &str,
+        report: &StartTaskReport,
+    ) -> Result<(), NodeError> {
+        self.finish_start_task(node_id, report).await
     }
 
     async fn deregister(&self, node_id: &str) -> Result<(), NodeError> {

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::model::{NodeState, TaskState, now_ms};
 use crate::protocol::{
     Assignment, AttemptKey, Heartbeat, HeartbeatReply, NodeError, NodeRegistration, Registered,
-    RunningAttempt,
+    RunningAttempt, StartTaskReport, StartTaskRun,
 };
 use crate::store::{Lease, Release, Tx};
 
@@ -26,6 +26,12 @@ impl Scheduler {
         &self,
         node: NodeRegistration,
     ) -> Result<Registered, NodeError> {
+        let start_task = self.start_task(&node.pool).await?;
+        let state = if start_task.is_some() {
+            NodeState::Starting
+        } else {
+            NodeState::Idle
+        };
         let now = now_ms();
         let mut tx = self.inner.store.begin().await?;
         if !tx.pool_exists(&node.pool).await? {
@@ -33,7 +39,7 @@ impl Scheduler {
         }
         let id = loop {
             let id = node_id(&node.hostname);
-            if tx.insert_node(&id, &node, NodeState::Idle, now).await? {
+            if tx.insert_node(&id, &node, state, now).await? {
                 break id;
             }
         };
@@ -61,7 +67,76 @@ impl Scheduler {
         Ok(Registered {
             node_key: self.node_key(&id),
             node_id: id,
+            start_task,
         })
+    }
+
+    /// The start task of a pool, as its nodes run it (the image named by
+    /// application now resolved to its digest).
+    async fn start_task(&self, pool: &str) -> Result<Option<StartTaskRun>, NodeError> {
+        let Some((account, spec)) = self.inner.store.pool_spec(pool).await? else {
+            return Err(NodeError::PoolGone(pool.to_owned()));
+        };
+        let Some(task) = spec.start_task else {
+            return Ok(None);
+        };
+        let image = match &task.app {
+            Some(app) => {
+                let version = self
+                    .inner
+                    .store
+                    .app_version(&account, app, task.version)
+                    .await?
+                    .ok_or_else(|| {
+                        NodeError::Unavailable(format!(
+                            "the start task's application `{app}` is gone; change the pool's start task"
+                        ))
+                    })?;
+                version.image.map(|f| f.sha256)
+            }
+            None => task.image,
+        };
+        Ok(Some(StartTaskRun {
+            image,
+            program: task.program,
+            args: task.args,
+            timeout_ms: task.timeout_secs * 1000,
+        }))
+    }
+
+    /// A node ran its start task: it takes tasks now, or is
+    /// `start_task_failed` with the reason.
+    pub(super) async fn finish_start_task(
+        &self,
+        node_id: &str,
+        report: &StartTaskReport,
+    ) -> Result<(), NodeError> {
+        let mut tx = self.inner.store.begin().await?;
+        let node = self.live_node(&mut tx, node_id).await?;
+        tx.set_start_task_output(node_id, &tail(&report.stdout), &tail(&report.stderr))
+            .await?;
+        if node.state == NodeState::Starting {
+            if report.succeeded() {
+                tx.set_node_state(node_id, NodeState::Idle, None).await?;
+            } else {
+                let why = match (&report.error, report.status) {
+                    (Some(error), _) => format!("the start task failed: {error}"),
+                    (None, status) => format!(
+                        "the start task exited with status {}{}",
+                        status.unwrap_or(-1),
+                        last_line(&report.stderr)
+                    ),
+                };
+                tracing::warn!(node = %node_id, %why, "a node's start task failed");
+                tx.set_node_state(node_id, NodeState::StartTaskFailed, Some(&why))
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        if report.succeeded() {
+            self.work_available();
+        }
+        Ok(())
     }
 
     /// Records a heartbeat, then answers at once with revoked attempts (or
@@ -412,6 +487,34 @@ impl Scheduler {
         let queued = self.settle_lost(tx, &released.failed, now).await?;
         Ok(queued || released.requeued > 0)
     }
+}
+
+/// The end of a start task's output that is kept (64 KiB).
+fn tail(text: &str) -> String {
+    const KEEP: usize = 64 << 10;
+    if text.len() <= KEEP {
+        return text.to_owned();
+    }
+    let mut start = text.len() - KEEP;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_owned()
+}
+
+/// `: ` and the last line of a start task's stderr, if it wrote one.
+fn last_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| {
+            format!(
+                " (its stderr ends: {})",
+                l.chars().take(500).collect::<String>()
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// A fresh node id: the host name (made safe) and random digits.

@@ -31,7 +31,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 pub(crate) use nodes::{Lease, NodeRow, Release};
-pub(crate) use pools::ManagedPool;
+pub(crate) use pools::{ManagedPool, PoolRow};
 pub(crate) use queries::{JobListQuery, TaskListQuery};
 pub(crate) use tx::{AttemptRecord, CurrentTask, JobRecord, LeasedTask, NewTask, Tx};
 

@@ -153,6 +153,24 @@ impl Tx {
         Ok(())
     }
 
+    /// Keeps what a node's start task wrote.
+    pub(crate) async fn set_start_task_output(
+        &mut self,
+        id: &str,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE nodes SET start_task_stdout = $2, start_task_stderr = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(stdout)
+        .bind(stderr)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// Live nodes that said nothing since `cutoff`.
     pub(crate) async fn silent_nodes(&mut self, cutoff: i64) -> Result<Vec<String>, Error> {
         let rows = sqlx::query(&format!(

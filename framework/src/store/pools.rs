@@ -15,8 +15,8 @@ impl Store {
     async fn visible_pools(&self, account: &str, name: Option<&str>) -> Result<Vec<AnyRow>, Error> {
         let named = if name.is_some() { " AND name = $2" } else { "" };
         let sql = format!(
-            "SELECT id, account, name, shared, created_at, spec, target_nodes, autoscale_run \
-             FROM pools \
+            "SELECT id, account, name, shared, created_at, spec, target_nodes, autoscale_run, \
+             auto_job FROM pools \
              WHERE (account = $1 OR shared = 1){named} ORDER BY name, shared"
         );
         let mut query = sqlx::query(&sql).bind(account);
@@ -64,6 +64,7 @@ impl Store {
                     .map(|text| serde_json::from_str(&text))
                     .transpose()
                     .map_err(|e| Error::Internal(format!("column autoscale_run: {e}")))?,
+                auto_job: row.try_get("auto_job")?,
                 join_token: None,
                 provider_error: None,
             });
@@ -75,7 +76,8 @@ impl Store {
     pub(crate) async fn pool_nodes(&self, id: &str) -> Result<Vec<PoolNode>, Error> {
         let rows = sqlx::query(
             "SELECT n.id, n.hostname, n.address, n.slots, n.memory_bytes, n.version, n.state, \
-             n.reason, n.agent, n.registered_at, n.last_seen, \
+             n.reason, n.agent, n.start_task_stdout, n.start_task_stderr, n.registered_at, \
+             n.last_seen, \
              (SELECT COUNT(*) FROM tasks t WHERE t.state = 'running' AND t.node = n.id) AS running \
              FROM nodes n WHERE n.pool = $1 ORDER BY n.registered_at, n.id",
         )
@@ -94,6 +96,8 @@ impl Store {
                     state: super::parse_column(r, "state")?,
                     reason: r.try_get("reason")?,
                     agent: r.try_get("agent")?,
+                    start_task_stdout: r.try_get("start_task_stdout")?,
+                    start_task_stderr: r.try_get("start_task_stderr")?,
                     running_tasks: r.try_get::<i64, _>("running")? as u64,
                     registered_at: time_from_ms(r.try_get("registered_at")?),
                     last_seen: time_from_ms(r.try_get("last_seen")?),
@@ -121,30 +125,11 @@ impl Store {
 
     /// Creates a pool; `false` if its id or its name in the account is
     /// taken.
-    pub(crate) async fn insert_pool(
-        &self,
-        id: &str,
-        account: &str,
-        name: &str,
-        shared: bool,
-        join_token: &str,
-        spec: &PoolSpec,
-    ) -> Result<bool, Error> {
-        let done = sqlx::query(
-            "INSERT INTO pools (id, account, name, shared, created_at, join_token, spec, \
-             target_nodes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(account)
-        .bind(name)
-        .bind(i64::from(shared))
-        .bind(now_ms())
-        .bind(join_token)
-        .bind(spec_json(spec))
-        .bind(i64::from(spec.target_nodes))
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    pub(crate) async fn insert_pool(&self, row: &PoolRow<'_>) -> Result<bool, Error> {
+        let mut tx = self.begin().await?;
+        let created = tx.insert_pool(row).await?;
+        tx.commit().await?;
+        Ok(created)
     }
 
     /// Replaces a pool's properties and target.
@@ -178,6 +163,16 @@ impl Store {
         Ok(())
     }
 
+    /// A pool's owner and properties.
+    pub(crate) async fn pool_spec(&self, id: &str) -> Result<Option<(String, PoolSpec)>, Error> {
+        let row = sqlx::query("SELECT account, spec, target_nodes FROM pools WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Ok((r.try_get("account")?, pool_spec(&r)?)))
+            .transpose()
+    }
+
     /// A pool's task counts now, for its autoscale history: tasks ready to
     /// run, running, and succeeded and failed in its unfinished jobs.
     pub(crate) async fn pool_counts(&self, id: &str) -> Result<[u64; 4], Error> {
@@ -200,20 +195,28 @@ impl Store {
     /// owner and properties (what the pool manager tends).
     pub(crate) async fn managed_pools(&self) -> Result<Vec<ManagedPool>, Error> {
         let rows = sqlx::query(
-            "SELECT id, spec, target_nodes FROM pools WHERE spec LIKE '%\"provider\"%' \
-             OR spec LIKE '%\"autoscale\"%'",
+            "SELECT p.id, p.spec, p.target_nodes, p.auto_job, j.id AS job, j.finished_at \
+             FROM pools p LEFT JOIN jobs j ON j.id = p.auto_job \
+             WHERE p.spec LIKE '%\"provider\"%' OR p.spec LIKE '%\"autoscale\"%' \
+             OR p.auto_job IS NOT NULL",
         )
         .fetch_all(&self.read)
         .await?;
         let mut pools = Vec::with_capacity(rows.len());
         for row in rows {
             let spec = pool_spec(&row)?;
-            if spec.provider.is_none() && spec.autoscale.is_none() {
+            let auto = row.try_get::<Option<String>, _>("auto_job")?.is_some();
+            if spec.provider.is_none() && spec.autoscale.is_none() && !auto {
                 continue;
             }
+            // The job is inserted with its pool, so one that is missing
+            // has been removed.
+            let job_over = row.try_get::<Option<String>, _>("job")?.is_none()
+                || row.try_get::<Option<i64>, _>("finished_at")?.is_some();
             pools.push(ManagedPool {
                 id: row.try_get("id")?,
                 spec,
+                retired: auto && job_over,
             });
         }
         Ok(pools)
@@ -305,6 +308,28 @@ impl Store {
 }
 
 impl Tx {
+    /// Creates a pool in this transaction; `false` if its id or its name
+    /// in the account is taken.
+    pub(crate) async fn insert_pool(&mut self, row: &PoolRow<'_>) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "INSERT INTO pools (id, account, name, shared, created_at, join_token, spec, \
+             target_nodes, auto_job) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(row.id)
+        .bind(row.account)
+        .bind(row.name)
+        .bind(i64::from(row.shared))
+        .bind(now_ms())
+        .bind(row.join_token)
+        .bind(spec_json(row.spec))
+        .bind(i64::from(row.spec.target_nodes))
+        .bind(row.auto_job)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Whether a pool with this id exists.
     pub(crate) async fn pool_exists(&mut self, id: &str) -> Result<bool, Error> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM pools WHERE id = $1")
@@ -315,12 +340,27 @@ impl Tx {
     }
 }
 
+/// A new pool's row.
+pub(crate) struct PoolRow<'a> {
+    pub id: &'a str,
+    pub account: &'a str,
+    pub name: &'a str,
+    pub shared: bool,
+    pub join_token: &'a str,
+    pub spec: &'a PoolSpec,
+    /// The job it is created for (an auto-pool), removed when that job ends.
+    pub auto_job: Option<&'a str>,
+}
+
 /// A pool the pool manager tends.
 #[derive(Clone, Debug)]
 pub(crate) struct ManagedPool {
     pub id: String,
     /// Its properties, `target_nodes` the current target.
     pub spec: PoolSpec,
+    /// An auto-pool whose job has ended: its nodes are stopped, then it is
+    /// removed.
+    pub retired: bool,
 }
 
 fn spec_json(spec: &PoolSpec) -> String {
@@ -338,40 +378,41 @@ fn pool_spec(row: &AnyRow) -> Result<PoolSpec, Error> {
 
 #[cfg(test)]
 mod tests {
+    use super::PoolRow;
+    use crate::pools::PoolSpec;
     use crate::store::tests::temp_store;
+
+    fn row<'a>(id: &'a str, account: &'a str, name: &'a str, token: &'a str) -> PoolRow<'a> {
+        static SPEC: std::sync::LazyLock<PoolSpec> = std::sync::LazyLock::new(PoolSpec::default);
+        PoolRow {
+            id,
+            account,
+            name,
+            shared: false,
+            join_token: token,
+            spec: &SPEC,
+            auto_job: None,
+        }
+    }
 
     #[tokio::test]
     async fn accounts_see_their_own_pools_and_the_shared_ones() {
         let (_dir, store) = temp_store().await;
         assert!(
             store
-                .insert_pool(
-                    "alice/gpu",
-                    "alice",
-                    "gpu",
-                    false,
-                    "t1",
-                    &Default::default()
-                )
+                .insert_pool(&row("alice/gpu", "alice", "gpu", "t1"))
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .insert_pool("bob/gpu", "bob", "gpu", false, "t2", &Default::default())
+                .insert_pool(&row("bob/gpu", "bob", "gpu", "t2"))
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .insert_pool(
-                    "alice/gpu",
-                    "alice",
-                    "gpu",
-                    false,
-                    "t3",
-                    &Default::default()
-                )
+                .insert_pool(&row("alice/gpu", "alice", "gpu", "t3"))
                 .await
                 .unwrap()
         );

@@ -53,7 +53,7 @@ pub struct ComputeArgs {
 }
 
 /// A service for one benchmark, in a temporary folder unless one is given.
-async fn start(
+pub(super) async fn start(
     data_dir: Option<PathBuf>,
     args: &ServiceArgs,
 ) -> anyhow::Result<(Embedded, Option<tempfile::TempDir>)> {
@@ -72,7 +72,7 @@ async fn start(
 }
 
 /// Publishes a sample.
-async fn publish_sample(client: &Client, sample: &str) -> anyhow::Result<()> {
+pub(super) async fn publish_sample(client: &Client, sample: &str) -> anyhow::Result<()> {
     let sample = tessera_samples::get(sample).context("the sample is missing")?;
     client
         .publish_bytes(
@@ -84,14 +84,15 @@ async fn publish_sample(client: &Client, sample: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Submits a job of a published sample and waits for it; returns the job
-/// and the seconds from its submission to its end, as the service recorded
-/// them.
-async fn run_sample(
+/// Submits a job of a published sample (on `pool`, default `local`) and
+/// waits for it; returns the job and the seconds from its submission to its
+/// end, as the service recorded them.
+pub(super) async fn run_sample(
     client: &Client,
     sample: &str,
     parameters: serde_json::Value,
     inputs: Vec<InputRef>,
+    pool: Option<&str>,
 ) -> anyhow::Result<(Job, f64)> {
     let serde_json::Value::Object(parameters) = parameters else {
         bail!("parameters must be an object");
@@ -102,6 +103,7 @@ async fn run_sample(
             parameters,
             inputs,
             max_task_retries: Some(0),
+            pool: pool.map(str::to_owned),
             ..SubmitJob::default()
         })
         .await?;
@@ -138,6 +140,7 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
         "noop",
         serde_json::json!({ "tasks": args.tasks }),
         Vec::new(),
+        None,
     )
     .await?;
     ensure!(
@@ -179,6 +182,7 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
         app: folders.path().join("app"),
         inputs: folders.path().join("inputs"),
         output: Some(folders.path().join("output")),
+        shared: None,
         env: vec![("TESSERA_JOB_ID".into(), "bench".into())],
         limits,
         logs: Logs::new(limits.log_bytes),
@@ -235,9 +239,16 @@ pub(super) async fn compute(args: ComputeArgs) -> anyhow::Result<ExitCode> {
         // The first job compiles what only runs on nodes (programs started
         // with `run-program`); the second shows the steady state.
         publish_sample(&client, sample).await?;
-        let (_, first_secs) =
-            run_sample(&client, sample, workload.parameters.clone(), inputs.clone()).await?;
-        let (job, wasm_secs) = run_sample(&client, sample, workload.parameters, inputs).await?;
+        let (_, first_secs) = run_sample(
+            &client,
+            sample,
+            workload.parameters.clone(),
+            inputs.clone(),
+            None,
+        )
+        .await?;
+        let (job, wasm_secs) =
+            run_sample(&client, sample, workload.parameters, inputs, None).await?;
         let outputs = client.outputs(&job.id).await?;
 
         let native = tokio::task::spawn_blocking(move || (workload.native)(slots)).await??;
@@ -276,7 +287,6 @@ pub(super) async fn compute(args: ComputeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// CPU time (user and system) this process has used, in seconds.
 /// CPU seconds used by this process and its children that have ended (the
 /// slots' worker processes, once the service has stopped).
 fn cpu_secs() -> f64 {
@@ -292,6 +302,7 @@ fn cpu_secs() -> f64 {
     used(libc::RUSAGE_SELF) + used(libc::RUSAGE_CHILDREN)
 }
 
-fn round(x: f64) -> f64 {
+/// `x` rounded to three decimals, as the figures are printed.
+pub(super) fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

@@ -353,6 +353,10 @@ pub struct SubmitArgs {
     /// The pool to run on: one of yours or a shared one (default: `local`).
     #[arg(long)]
     pool: Option<String>,
+    /// Run on a pool made for this job alone, with this many nodes and the
+    /// pool flags below; it is removed, its nodes stopped, when the job ends.
+    #[arg(long, conflicts_with = "pool")]
+    auto_pool_nodes: Option<u32>,
     /// Wait for the job to finish, showing its progress.
     #[arg(long)]
     wait: bool,
@@ -361,12 +365,17 @@ pub struct SubmitArgs {
     download: Option<PathBuf>,
     #[command(flatten)]
     connection: Connection,
+    #[command(
+        flatten,
+        next_help_heading = "Auto-pool properties (with --auto-pool-nodes)"
+    )]
+    auto_pool: super::pool_args::PoolSpecArgs,
 }
 
 /// `tessera job …`.
 pub(super) async fn job(command: JobCommand) -> anyhow::Result<ExitCode> {
     match command {
-        JobCommand::Submit(args) => return submit(args).await,
+        JobCommand::Submit(args) => return submit(*args).await,
         JobCommand::List {
             state,
             limit,
@@ -497,6 +506,13 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             });
         }
     }
+    let auto_pool = match args.auto_pool_nodes {
+        Some(nodes) => Some(args.auto_pool.spec(nodes)?),
+        None if args.auto_pool.change()? != Default::default() => {
+            bail!("the pool flags describe an auto-pool: give --auto-pool-nodes N as well")
+        }
+        None => None,
+    };
     let job = client
         .submit(&SubmitJob {
             app: args.app.clone(),
@@ -506,6 +522,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             max_task_retries: args.retries,
             task_timeout_secs: args.timeout,
             pool: args.pool.clone(),
+            auto_pool,
         })
         .await?;
     if !(args.wait || args.download.is_some()) {

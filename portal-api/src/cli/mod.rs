@@ -6,6 +6,7 @@ mod demo;
 mod display;
 mod node;
 mod pool_args;
+mod scaling;
 mod workloads;
 
 use std::net::SocketAddr;
@@ -61,7 +62,7 @@ enum Command {
     Account(AccountCommand),
     /// Create, inspect and delete pools.
     #[command(subcommand)]
-    Pool(PoolCommand),
+    Pool(Box<PoolCommand>),
     /// Publish and inspect applications.
     #[command(subcommand)]
     App(AppCommand),
@@ -279,7 +280,7 @@ enum AppCommand {
 #[derive(Subcommand, Debug)]
 enum JobCommand {
     /// Submit a job.
-    Submit(commands::SubmitArgs),
+    Submit(Box<commands::SubmitArgs>),
     /// List jobs, newest first.
     List {
         /// Only jobs in this state.
@@ -367,6 +368,9 @@ enum BenchCommand {
     Throughput(bench::ThroughputArgs),
     /// Each sample's job against the same computation natively and multi-threaded.
     Compute(bench::ComputeArgs),
+    /// Node agents: a CPU-bound job on one and on two, trivial tasks
+    /// through agents against the embedded pool, and dispatch latency.
+    Scaling(scaling::ScalingArgs),
 }
 
 /// Runs the command line; the binary's `main`.
@@ -408,11 +412,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args.data_dir, &args.sample, &args.service).await,
         Command::Node(args) => node::run(args).await,
         Command::Account(cmd) => commands::account(cmd).await,
-        Command::Pool(cmd) => commands::pool(cmd).await,
+        Command::Pool(cmd) => commands::pool(*cmd).await,
         Command::App(cmd) => commands::app(cmd).await,
         Command::Job(cmd) => commands::job(cmd).await,
         Command::Bench(BenchCommand::Throughput(args)) => bench::throughput(args).await,
         Command::Bench(BenchCommand::Compute(args)) => bench::compute(args).await,
+        Command::Bench(BenchCommand::Scaling(args)) => scaling::scaling(args).await,
     }
 }
 

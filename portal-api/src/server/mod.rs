@@ -737,12 +737,12 @@ async fn missing_files(
 
 async fn submit_job(
     State(service): State<Service>,
-    Account(account): Account,
+    Signed(caller): Signed,
     JsonBody(request): JsonBody<SubmitJob>,
 ) -> ApiResult<(StatusCode, Json<tessera_framework::model::Job>)> {
     Ok((
         StatusCode::CREATED,
-        Json(service.submit(&account, request).await?),
+        Json(service.submit(&caller, request).await?),
     ))
 }
 

@@ -24,7 +24,7 @@ use tessera_framework::digest::Digest;
 use tessera_framework::pools::NodePool;
 use tessera_framework::protocol::{
     Assignment, AttemptKey, AttemptReport, CommitReply, Coordinator, Heartbeat, HeartbeatReply,
-    NodeError, NodeRegistration, Registered, Uploaded,
+    NodeError, NodeRegistration, Registered, StartTaskReport, Uploaded,
 };
 use tessera_framework::service::Service;
 
@@ -91,6 +91,7 @@ pub(super) fn router() -> Router<Service> {
         .route("/v1/nodes/{node}", axum::routing::delete(deregister))
         .route("/v1/nodes/{node}/heartbeat", post(heartbeat))
         .route("/v1/nodes/{node}/lease", post(lease))
+        .route("/v1/nodes/{node}/start-task", post(start_task_finished))
         .route(
             "/v1/nodes/{node}/commit",
             post(commit).layer(DefaultBodyLimit::max(MAX_COMMIT_BODY)),
@@ -199,6 +200,18 @@ async fn commit(
     JsonBody(reports): JsonBody<Vec<AttemptReport>>,
 ) -> ApiResult<Json<CommitReply>> {
     Ok(Json(service.scheduler().commit(&node, &reports).await?))
+}
+
+async fn start_task_finished(
+    State(service): State<Service>,
+    NodeCaller(node, _): NodeCaller,
+    JsonBody(report): JsonBody<StartTaskReport>,
+) -> ApiResult<StatusCode> {
+    service
+        .scheduler()
+        .start_task_finished(&node, &report)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn deregister(

@@ -23,13 +23,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::wire::{
-    Event, Finished, OutboxFile, PlanOut, Produced, Request, Run, Setup, read_frame, write_frame,
+    Event, Finished, OutboxFile, PlanOut, Produced, Request, Run, Setup, StartTask, read_frame,
+    write_frame,
 };
 use crate::model::{Failure, FailureKind, TaskKind, now_ms};
-use crate::protocol::{Assignment, AttemptKey, InputFile, SplitPlan, Usage};
+use crate::protocol::{Assignment, AttemptKey, InputFile, SplitPlan, StartTaskReport, Usage};
 use crate::runtime::{
     AttemptRun, GuestFile, GuestJob, GuestTask, GuestTaskResult, Interrupt, Logs, Role, Runtime,
-    RuntimeConfig, Sandbox, folder_size, human_bytes, interrupted,
+    RuntimeConfig, Sandbox, Shared, folder_size, human_bytes, interrupted,
 };
 
 /// Most files one attempt may leave in `/output`.
@@ -70,7 +71,7 @@ pub(crate) fn main() -> i32 {
             return 1;
         }
     };
-    let (tx, rx) = crossbeam_channel::unbounded::<Box<Run>>();
+    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
     let runner = worker.clone();
     let spawned = std::thread::Builder::new()
         .name("tessera-runner".into())
@@ -91,7 +92,12 @@ pub(crate) fn main() -> i32 {
     loop {
         match read_frame::<Request>(&mut stdin) {
             Ok(Some(Request::Run(run))) => {
-                if tx.send(run).is_err() {
+                if tx.send(Job::Attempt(run)).is_err() {
+                    return 1;
+                }
+            }
+            Ok(Some(Request::StartTask(task))) => {
+                if tx.send(Job::StartTask(task)).is_err() {
                     return 1;
                 }
             }
@@ -105,6 +111,12 @@ pub(crate) fn main() -> i32 {
             }
         }
     }
+}
+
+/// What the runner runs.
+enum Job {
+    Attempt(Box<Run>),
+    StartTask(Box<StartTask>),
 }
 
 /// Ends the process now, without unwinding or running destructors: another
@@ -129,9 +141,11 @@ impl Events {
     }
 }
 
-/// The attempt the runner is running, as the watchdog and the reader see it.
+/// The attempt (or start task) the runner is running, as the watchdog and
+/// the reader see it.
 struct Current {
-    key: AttemptKey,
+    /// The attempt; `None` for the start task.
+    key: Option<AttemptKey>,
     deadline: Instant,
     limits: crate::protocol::TaskLimits,
     logs: Logs,
@@ -157,6 +171,7 @@ struct Worker {
     inputs: PathBuf,
     output: PathBuf,
     outbox: PathBuf,
+    shared: PathBuf,
     /// Makes outbox names unique within this process.
     counter: AtomicU64,
     slot: Mutex<Slot>,
@@ -178,13 +193,16 @@ impl Worker {
         for dir in [&inputs, &output] {
             empty_folder(dir).map_err(|e| format!("cannot prepare {}: {e}", dir.display()))?;
         }
-        std::fs::create_dir_all(&setup.outbox)
-            .map_err(|e| format!("cannot prepare {}: {e}", setup.outbox.display()))?;
+        for dir in [&setup.outbox, &setup.shared_dir] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot prepare {}: {e}", dir.display()))?;
+        }
         Ok(Self {
             runtime,
             inputs,
             output,
             outbox: setup.outbox,
+            shared: setup.shared_dir,
             counter: AtomicU64::new(0),
             slot: Mutex::new(Slot::default()),
             events,
@@ -198,7 +216,11 @@ impl Worker {
     /// Stops `key` now if it runs, or when its turn comes.
     fn cancel(&self, key: &AttemptKey) {
         let mut slot = self.slot();
-        if slot.current.as_ref().is_some_and(|c| &c.key == key) {
+        if slot
+            .current
+            .as_ref()
+            .is_some_and(|c| c.key.as_ref() == Some(key))
+        {
             self.stop(slot, Interrupt::Cancelled);
         } else {
             slot.cancelled.insert(key.clone());
@@ -214,8 +236,18 @@ impl Worker {
             .as_ref()
             .expect("only a running attempt is stopped");
         let failure = interrupted(why, &current.limits);
+        let Some(key) = &current.key else {
+            let report = StartTaskReport {
+                status: None,
+                error: Some(failure.message),
+                stdout: String::new(),
+                stderr: String::new(),
+            };
+            self.events.send(&Event::StartTaskFinished(report));
+            exit_now(0)
+        };
         let finished = Finished {
-            key: current.key.clone(),
+            key: key.clone(),
             outcome: Err(failure),
             stdout: self.keep(&current.logs.stdout()),
             stderr: self.keep(&current.logs.stderr()),
@@ -252,23 +284,89 @@ impl Worker {
                 self.stop(slot, Interrupt::OutputLimit);
             }
             let progress = current.progress.load(Ordering::Relaxed);
-            if progress != current.reported && current.last_report.elapsed() >= PROGRESS_EVERY {
+            if let Some(key) = current.key.clone()
+                && progress != current.reported
+                && current.last_report.elapsed() >= PROGRESS_EVERY
+            {
                 current.reported = progress;
                 current.last_report = Instant::now();
-                let event = Event::Progress(current.key.clone(), f32::from_bits(progress));
+                let event = Event::Progress(key, f32::from_bits(progress));
                 drop(slot);
                 self.events.send(&event);
             }
         }
     }
 
-    /// Runs attempts in the order they arrive.
-    fn run_all(&self, queue: &crossbeam_channel::Receiver<Box<Run>>) {
+    /// Runs attempts (and the start task) in the order they arrive.
+    fn run_all(&self, queue: &crossbeam_channel::Receiver<Job>) {
         let io = ThreadIo::open();
-        while let Ok(run) = queue.recv() {
-            let (finished, output_left) = self.run(&run, io.as_ref());
-            self.events.send(&Event::Finished(Box::new(finished)));
-            self.clean(&run.assignment, output_left);
+        while let Ok(job) = queue.recv() {
+            match job {
+                Job::Attempt(run) => {
+                    let (finished, output_left) = self.run(&run, io.as_ref());
+                    self.events.send(&Event::Finished(Box::new(finished)));
+                    self.clean(&run.assignment, output_left);
+                }
+                Job::StartTask(task) => {
+                    let report = self.start_task(&task);
+                    self.events.send(&Event::StartTaskFinished(report));
+                }
+            }
+        }
+    }
+
+    /// Runs a pool's start task, with `/shared` writable.
+    fn start_task(&self, task: &StartTask) -> StartTaskReport {
+        let started = Instant::now();
+        let limits = crate::protocol::TaskLimits {
+            memory_bytes: 1 << 30,
+            timeout_ms: task.timeout_ms,
+            output_bytes: 0,
+            log_bytes: 1 << 20,
+        };
+        self.slot().current = Some(Current {
+            key: None,
+            deadline: started + Duration::from_millis(task.timeout_ms),
+            limits,
+            logs: Logs::new(limits.log_bytes),
+            output: None,
+            progress: Arc::new(AtomicU32::new(0)),
+            reported: 0,
+            last_report: started,
+            started,
+            started_at: now_ms(),
+        });
+        let sandbox = Sandbox {
+            app: task.app.clone(),
+            inputs: self.inputs.clone(),
+            output: None,
+            shared: Some(Shared {
+                path: self.shared.clone(),
+                writable: true,
+            }),
+            env: task.env.clone(),
+            limits,
+            logs: Logs::new(limits.log_bytes),
+            progress: Arc::new(AtomicU32::new(0)),
+        };
+        let result = self
+            .runtime
+            .run_command(&sandbox, &task.program, task.args.clone());
+        self.slot().current = None;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match result {
+            Ok(run) => StartTaskReport {
+                status: Some(run.status),
+                error: None,
+                stdout: text(&run.stdout),
+                stderr: text(&run.stderr),
+            },
+            Err(error) => StartTaskReport {
+                status: None,
+                error: Some(error),
+                stdout: String::new(),
+                stderr: String::new(),
+            },
         }
     }
 
@@ -296,7 +394,7 @@ impl Worker {
                 return (finished, false);
             }
             slot.current = Some(Current {
-                key: a.key.clone(),
+                key: Some(a.key.clone()),
                 deadline: started + Duration::from_millis(a.limits.timeout_ms),
                 limits: a.limits,
                 logs: logs.clone(),
@@ -313,6 +411,10 @@ impl Worker {
             app: run.app.clone(),
             inputs: self.inputs.clone(),
             output,
+            shared: Some(Shared {
+                path: self.shared.clone(),
+                writable: false,
+            }),
             env: environment(a, &run.node_id),
             limits: a.limits,
             logs,

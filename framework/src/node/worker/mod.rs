@@ -28,10 +28,11 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 use super::{Done, Shared, Work};
 use crate::model::{Failure, FailureKind, TaskKind};
 use crate::protocol::{
-    AttemptKey, AttemptReport, Coordinator, NodeError, Outcome, OutputFile, PlanRef, UploadSource,
+    AttemptKey, AttemptReport, Coordinator, NodeError, Outcome, OutputFile, PlanRef,
+    StartTaskReport, UploadSource,
 };
-pub(crate) use wire::Setup;
 use wire::{Event, Finished, OutboxFile, PlanOut, Request, Run, write_frame};
+pub(crate) use wire::{Setup, StartTask};
 
 /// The first argument that makes an executable a slot worker (see
 /// [`run_if_worker`]).
@@ -275,7 +276,7 @@ pub(super) async fn supervise<C: Coordinator>(ctx: SlotContext<C>) {
                         s.work.progress.store(fraction.to_bits(), Ordering::Relaxed);
                     }
                 }
-                Some(Event::Ready | Event::Broken(_)) => {}
+                Some(Event::Ready | Event::Broken(_) | Event::StartTaskFinished(_)) => {}
                 None => {
                     // The worker ended: it stopped itself after reporting
                     // the attempt it stopped, or it crashed while running
@@ -340,6 +341,41 @@ pub(super) async fn supervise<C: Coordinator>(ctx: SlotContext<C>) {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Runs a pool's start task in a worker process of its own (so that its
+/// deadline can stop it like an attempt's) and says how it ended.
+pub(super) async fn run_start_task(
+    command: &WorkerCommand,
+    setup: &Setup,
+    task: StartTask,
+) -> StartTaskReport {
+    let failed = |error: String| StartTaskReport {
+        status: None,
+        error: Some(error),
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    let mut process = match Process::start(command, setup).await {
+        Ok(p) => p,
+        Err(why) => return failed(why),
+    };
+    if let Err(e) = send(&mut process.stdin, &Request::StartTask(Box::new(task))).await {
+        return failed(format!("cannot send the start task to a worker: {e}"));
+    }
+    loop {
+        match process.next_event().await {
+            Some(Event::StartTaskFinished(report)) => return report,
+            Some(_) => {}
+            None => {
+                let status = process.child.wait().await;
+                return failed(format!(
+                    "its worker process died ({})",
+                    status.map_or_else(|e| e.to_string(), |s| s.to_string())
+                ));
             }
         }
     }
@@ -444,13 +480,26 @@ async fn build_report<C: Coordinator>(
     finished: Finished,
 ) -> AttemptReport {
     let upload = |file: OutboxFile| async move {
-        let result = coordinator
-            .upload(
-                &work.session.node_id,
-                &work.assignment.key,
-                UploadSource::File(&file.path),
-            )
-            .await;
+        // A service that is away (restarting, say) is waited for, as the
+        // committer waits, for as long as the session may still commit.
+        let mut delay = Duration::from_millis(100);
+        let result = loop {
+            let tried = coordinator
+                .upload(
+                    &work.session.node_id,
+                    &work.assignment.key,
+                    UploadSource::File(&file.path),
+                )
+                .await;
+            match tried {
+                Err(e) if e.is_transient() && work.session.can_commit() => {
+                    tracing::warn!(error = %e, "uploading an attempt's file failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                result => break result,
+            }
+        };
         if let Err(e) = tokio::fs::remove_file(&file.path).await {
             tracing::warn!(path = %file.path.display(), error = %e, "cannot remove an uploaded file");
         }

@@ -23,6 +23,8 @@ pub(crate) struct Setup {
     pub outbox: PathBuf,
     /// Where compiled `run-program` programs are cached.
     pub program_cache: PathBuf,
+    /// The node's shared folder (`/shared`: read-only for tasks).
+    pub shared_dir: PathBuf,
     /// The largest linear memory any attempt may be given, in bytes.
     pub max_memory_bytes: u64,
 }
@@ -34,6 +36,23 @@ pub(crate) enum Request {
     Run(Box<Run>),
     /// Stop an attempt: at once if it runs, or skip it when its turn comes.
     Cancel(AttemptKey),
+    /// Run the pool's start task (with `/shared` writable).
+    StartTask(Box<StartTask>),
+}
+
+/// A pool's start task, with where its files are on this machine.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StartTask {
+    /// The extracted image, mounted at `/app`.
+    pub app: PathBuf,
+    /// The program, under `/app`.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its wall-clock limit, in milliseconds.
+    pub timeout_ms: u64,
+    /// Its environment.
+    pub env: Vec<(String, String)>,
 }
 
 /// An attempt to run, with where its files are on this machine.
@@ -109,6 +128,8 @@ pub(crate) enum Event {
     /// An attempt ended (when it was stopped from outside, the worker
     /// exits right after).
     Finished(Box<Finished>),
+    /// The start task ended.
+    StartTaskFinished(crate::protocol::StartTaskReport),
 }
 
 /// Writes one frame.
