@@ -180,6 +180,7 @@ impl Service {
                 address: "in-process".into(),
                 agent: None,
                 archive_limits: config.archive_limits.clone(),
+                cache_bytes: node::DEFAULT_CACHE_BYTES,
                 worker: config.worker.clone(),
                 give_up_after: None,
             },

@@ -353,6 +353,18 @@ impl Agent {
         slots: usize,
         work_dir: &std::path::Path,
     ) -> Self {
+        Self::start_with(url, pool, token, slots, work_dir, &[]).await
+    }
+
+    /// Like [`Agent::start`], with `extra` arguments.
+    pub async fn start_with(
+        url: &str,
+        pool: &str,
+        token: &str,
+        slots: usize,
+        work_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
         let log = std::fs::File::create(work_dir.with_extension("log")).unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args([
@@ -367,6 +379,7 @@ impl Agent {
             .arg("--work-dir")
             .arg(work_dir)
             .args(["--heartbeat-ms", "200"])
+            .args(extra)
             .env("TESSERA_NODE_TOKEN", token)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

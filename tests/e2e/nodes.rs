@@ -616,3 +616,58 @@ async fn a_start_task_prepares_each_node_and_a_failing_one_keeps_the_node_out_of
     drop(agent);
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_cache_of_fetched_files_stays_within_its_bound() {
+    use tessera_framework::jobs::InputRef;
+    let (mut svc, pool) = service_with_pool("small", |_| {}).await;
+    let c = &svc.client;
+    // Six inputs of 600 KiB, each copied by its own task, then all of them
+    // read again by the merge: 3.6 MB through a cache of 1 MiB.
+    let mut inputs = Vec::new();
+    let mut contents = Vec::new();
+    for i in 0..6u8 {
+        let bytes: Vec<u8> = (0..600 << 10)
+            .map(|j: u32| (j as u8) ^ i.wrapping_mul(37))
+            .collect();
+        let file = c.upload_bytes(bytes.clone().into()).await.unwrap();
+        inputs.push(InputRef {
+            name: format!("in{i}.bin"),
+            sha256: file.sha256,
+        });
+        contents.push(bytes);
+    }
+    let work_dir = svc.dir.path().join("agent");
+    let token = pool.join_token.clone().unwrap();
+    let _agent = Agent::start_with(
+        c.url(),
+        &pool.id,
+        &token,
+        1,
+        &work_dir,
+        &["--cache-mib", "1"],
+    )
+    .await;
+    let job = svc
+        .run(SubmitJob {
+            pool: Some("small".into()),
+            inputs,
+            ..crate::harness::hostile_job(json!({"mode": "list-inputs"}))
+        })
+        .await;
+    assert_eq!(job.state, JobState::Completed, "{job:#?}");
+    for (i, bytes) in contents.iter().enumerate() {
+        let name = format!("in{i}.bin");
+        let task = format!("in-{i}");
+        let got = crate::harness::output(c, &job.id, Some(&task), &name).await;
+        assert!(got == *bytes, "task {task} copied {name} wrongly");
+    }
+    // What is left is within the bound: the merge's six files were held
+    // together while it ran, then evicted once it let them go.
+    let cached: u64 = files_under(&work_dir.join("cache/files"))
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(cached > 0 && cached <= 1 << 20, "{cached} bytes cached");
+    svc.stop().await;
+}

@@ -154,6 +154,7 @@ async fn pools_belong_to_their_account_and_run_jobs_only_on_their_nodes() {
             address: "test".into(),
             agent: None,
             archive_limits: service.config().archive_limits.clone(),
+            cache_bytes: tessera_framework::node::DEFAULT_CACHE_BYTES,
             worker: crate::harness::worker(),
             give_up_after: None,
         },

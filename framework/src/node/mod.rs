@@ -51,6 +51,9 @@ const LEASE_WAIT: Duration = Duration::from_secs(20);
 /// Most attempts committed in one call.
 const COMMIT_BATCH: usize = 2048;
 
+/// Default bound of a node's cache of fetched files (10 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
+
 /// How long fetching what an attempt needs waits out an unreachable
 /// service before the attempt fails.
 const PREPARE_PATIENCE: Duration = Duration::from_secs(300);
@@ -106,6 +109,9 @@ pub struct NodeConfig {
     pub agent: Option<String>,
     /// Limits on the application images it unpacks (as at publish).
     pub archive_limits: crate::package::ArchiveLimits,
+    /// Most bytes of fetched files its cache keeps (the least recently
+    /// used go first; files a running attempt holds stay).
+    pub cache_bytes: u64,
     /// How it starts its slots' worker processes.
     pub worker: WorkerCommand,
     /// A node that cannot reach its coordinator for this long stops (an
@@ -351,6 +357,8 @@ struct Prepared {
     app: PathBuf,
     /// Files under `/inputs`: their path there and the cached copy.
     mounts: Vec<(String, PathBuf)>,
+    /// Keeps the cached copies from eviction until the attempt is done.
+    _pins: Arc<Vec<cache::FilePin>>,
 }
 
 /// An attempt ready to run: its assignment and everything fetched for it.
@@ -378,6 +386,7 @@ pub fn start<C: Coordinator>(
     let cache = Arc::new(Cache::new(
         &config.work_dir.join("cache"),
         config.archive_limits.clone(),
+        config.cache_bytes,
     )?);
     let stop = CancellationToken::new();
     let (id_tx, id) = watch::channel(None);
@@ -851,13 +860,17 @@ impl<C: Coordinator> Node<C> {
             );
         }
         let mut mounts = Vec::with_capacity(files.len());
+        let mut pins = Vec::with_capacity(files.len());
         for (path, digest) in files {
-            mounts.push((path, cache.file(coordinator, node_id, &digest).await?));
+            let (cached, pin) = cache.file(coordinator, node_id, &digest).await?;
+            mounts.push((path, cached));
+            pins.push(pin);
         }
         Ok(Prepared {
             artifact,
             app,
             mounts,
+            _pins: Arc::new(pins),
         })
     }
 }

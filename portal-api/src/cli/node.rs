@@ -40,6 +40,10 @@ pub struct NodeArgs {
     /// agent (set by providers).
     #[arg(long, env = "TESSERA_NODE_AGENT", hide = true)]
     agent: Option<String>,
+    /// Most MiB of fetched files (inputs, images, other tasks' results) the
+    /// node keeps in its cache; the least recently used go first.
+    #[arg(long, default_value_t = tessera_framework::node::DEFAULT_CACHE_BYTES >> 20)]
+    cache_mib: u64,
     /// Stop after this many seconds without reaching the service (default:
     /// keep trying).
     #[arg(long)]
@@ -71,6 +75,7 @@ pub(super) async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         hostname,
         agent: args.agent.clone(),
         archive_limits: ArchiveLimits::default(),
+        cache_bytes: args.cache_mib << 20,
         worker: WorkerCommand::current_exe().context("cannot find this executable")?,
         give_up_after: args.give_up_after_secs.map(Duration::from_secs),
     };
