@@ -113,7 +113,7 @@ async fn the_command_provider_starts_lists_and_stops_agents_through_its_hooks() 
     svc.publish_hostile(&[]).await;
     // Hooks as an admin would write them for processes on this machine:
     // each agent gets a folder holding its pid, log and work folder.
-    let start = r#"mkdir -p "$TESSERA_AGENT"; "$TESSERA_PROGRAM" node --url "$TESSERA_URL" --pool "$TESSERA_POOL_ID" --slots "$TESSERA_NODE_SLOTS" --work-dir "$TESSERA_AGENT/work" > "$TESSERA_AGENT/log" 2>&1 < /dev/null & echo $! > "$TESSERA_AGENT/pid""#;
+    let start = r#"mkdir -p "$TESSERA_AGENT"; "$TESSERA_PROGRAM" node --url "$TESSERA_URL" --pool "$TESSERA_POOL_ID" --slots "$TESSERA_NODE_SLOTS" --work-dir "$TESSERA_AGENT/work" --give-up-after-secs 60 > "$TESSERA_AGENT/log" 2>&1 < /dev/null & echo $! > "$TESSERA_AGENT/pid""#;
     let stop = r#"kill -TERM "$(cat "$TESSERA_AGENT/pid")" 2>/dev/null || true"#;
     let list = r#"for d in cmd-*; do [ -f "$d/pid" ] || continue; if kill -0 "$(cat "$d/pid")" 2>/dev/null; then echo "$d"; else rm -rf "$d"; fi; done"#;
     let provider = ProviderSpec::Command {
