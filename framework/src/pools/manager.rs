@@ -342,39 +342,21 @@ impl PoolManager {
         let deallocation = self.tended(&pool.id, |t| t.deallocation);
         for (_, agent, node) in order.into_iter().take(excess) {
             let busy = node.is_some_and(|n| n.running_tasks > 0);
-            match (busy, deallocation, node) {
-                (true, DeallocationOption::TaskCompletion, Some(node)) => {
-                    // It leaves once its tasks are done; its agent then ends.
-                    self.inner
-                        .scheduler
-                        .ask_to_leave(&node.id)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                (true, DeallocationOption::Terminate, Some(node)) => {
-                    self.inner
-                        .scheduler
-                        .terminate_tasks(&node.id)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    provider
-                        .stop(&pool.id, &agent.handle)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                _ => {
-                    if let Some(node) = node {
-                        self.inner
-                            .scheduler
-                            .ask_to_leave(&node.id)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    }
-                    provider
-                        .stop(&pool.id, &agent.handle)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
+            if let Some(node) = node {
+                let told = if busy && deallocation == DeallocationOption::Terminate {
+                    self.inner.scheduler.terminate_tasks(&node.id).await
+                } else {
+                    self.inner.scheduler.ask_to_leave(&node.id).await
+                };
+                told.map_err(|e| e.to_string())?;
+            }
+            // A busy node asked to finish its tasks first ends its agent
+            // itself when it leaves.
+            if !(busy && deallocation == DeallocationOption::TaskCompletion) {
+                provider
+                    .stop(&pool.id, &agent.handle)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             self.tended(&pool.id, |t| t.stopping.insert(agent.handle.clone()));
             tracing::info!(pool = %pool.id, agent = %agent.handle, busy, "scaling down: removing a node agent");
