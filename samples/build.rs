@@ -5,9 +5,18 @@
 //! to embed.
 //!
 //! The guests are built in `<target dir>/wasm-guests`, shared by every host
-//! profile, with the workspace's `guest` profile.
+//! profile, with the workspace's `guest` profile. A guest crate may ask for
+//! wasm target features (`simd128`, say) in its `Cargo.toml`:
+//!
+//! ```toml
+//! [package.metadata.tessera]
+//! target-features = ["simd128"]
+//! ```
+//!
+//! Guests asking for the same features are built together, in
+//! `<target dir>/wasm-guests-<features>`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::env;
 use std::fs;
 use std::io::{Cursor, Write};
@@ -181,18 +190,121 @@ fn check_target_installed() {
     }
 }
 
-/// Runs `cargo build --profile guest --target wasm32-wasip2 -p … -p …` and
-/// returns the folder that holds the components.
-fn build_guests(root: &Path, out_dir: &Path) -> PathBuf {
-    let target_dir = workspace_target_dir(out_dir).join("wasm-guests");
-    let mut packages: Vec<String> = Vec::new();
-    for sample in SAMPLES {
-        packages.push(format!("tessera-sample-{sample}-splitter"));
-        packages.push(format!("tessera-sample-{sample}-processor"));
-    }
-    packages.extend(FIXTURES.iter().map(|f| f.package.to_string()));
-    packages.extend(PROGRAMS.iter().map(|p| p.package.to_string()));
+/// A guest crate: its package, its manifest and the component it builds.
+struct Guest {
+    package: String,
+    manifest: PathBuf,
+    artifact: String,
+}
 
+/// Every guest crate of the repository.
+fn guests(root: &Path) -> Vec<Guest> {
+    let mut guests = Vec::new();
+    for sample in SAMPLES {
+        for role in ["splitter", "processor"] {
+            guests.push(Guest {
+                package: format!("tessera-sample-{sample}-{role}"),
+                manifest: root
+                    .join("samples")
+                    .join(sample)
+                    .join(role)
+                    .join("Cargo.toml"),
+                artifact: format!("tessera_sample_{}_{role}.wasm", sample.replace('-', "_")),
+            });
+        }
+    }
+    guests.extend(FIXTURES.iter().map(|f| Guest {
+        package: f.package.to_string(),
+        manifest: root.join("tests/guests").join(f.dir).join("Cargo.toml"),
+        artifact: f.artifact.to_string(),
+    }));
+    guests.extend(PROGRAMS.iter().map(|p| {
+        Guest {
+            package: p.package.to_string(),
+            manifest: root
+                .join("samples")
+                .join(p.sample)
+                .join("programs/Cargo.toml"),
+            artifact: p.artifact.to_string(),
+        }
+    }));
+    guests
+}
+
+/// The wasm target features a guest's manifest asks for
+/// (`[package.metadata.tessera] target-features`), sorted.
+fn target_features(manifest: &Path) -> Vec<String> {
+    let text = String::from_utf8(read(manifest))
+        .unwrap_or_else(|e| panic!("{} is not UTF-8: {e}", manifest.display()));
+    let doc: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{} is not TOML: {e}", manifest.display()));
+    let features = doc
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("tessera"))
+        .and_then(|t| t.get("target-features"));
+    let Some(features) = features else {
+        return Vec::new();
+    };
+    let mut list: Vec<String> = features
+        .as_array()
+        .and_then(|a| a.iter().map(|f| f.as_str().map(str::to_owned)).collect())
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: package.metadata.tessera.target-features must be a list of names",
+                manifest.display()
+            )
+        });
+    for feature in &list {
+        assert!(
+            !feature.is_empty()
+                && feature
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "{}: `{feature}` is not a target feature name",
+            manifest.display()
+        );
+    }
+    list.sort();
+    list.dedup();
+    list
+}
+
+/// Builds every guest with `cargo build --profile guest --target
+/// wasm32-wasip2 -p … -p …`, one invocation per set of target features, and
+/// copies the components to one folder, which it returns.
+fn build_guests(root: &Path, out_dir: &Path) -> PathBuf {
+    let mut groups: BTreeMap<Vec<String>, Vec<Guest>> = BTreeMap::new();
+    for guest in guests(root) {
+        groups
+            .entry(target_features(&guest.manifest))
+            .or_default()
+            .push(guest);
+    }
+    let collected = out_dir.join("guests");
+    fs::create_dir_all(&collected)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", collected.display()));
+    for (features, group) in groups {
+        let mut target_dir = workspace_target_dir(out_dir).join("wasm-guests");
+        if !features.is_empty() {
+            target_dir.set_file_name(format!("wasm-guests-{}", features.join("-")));
+        }
+        let packages: Vec<&str> = group.iter().map(|g| g.package.as_str()).collect();
+        let built = cargo_build(root, &target_dir, &packages, &features);
+        for guest in &group {
+            copy(
+                &built.join(&guest.artifact),
+                &collected.join(&guest.artifact),
+            );
+        }
+    }
+    collected
+}
+
+/// Runs one nested `cargo build` of `packages` for the guest target with
+/// `features` enabled; returns the folder that holds the components.
+fn cargo_build(root: &Path, target_dir: &Path, packages: &[&str], features: &[String]) -> PathBuf {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
@@ -204,8 +316,8 @@ fn build_guests(root: &Path, out_dir: &Path) -> PathBuf {
             TARGET,
             "--target-dir",
         ])
-        .arg(&target_dir);
-    for package in &packages {
+        .arg(target_dir);
+    for package in packages {
         cmd.args(["-p", package]);
     }
     // The host build's flags and profile settings are not meant for the
@@ -226,6 +338,13 @@ fn build_guests(root: &Path, out_dir: &Path) -> PathBuf {
         if var.to_string_lossy().starts_with("CARGO_PROFILE_") {
             cmd.env_remove(var);
         }
+    }
+    if !features.is_empty() {
+        let list: Vec<String> = features.iter().map(|f| format!("+{f}")).collect();
+        cmd.env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("-Ctarget-feature={}", list.join(",")),
+        );
     }
     eprintln!("running: {cmd:?}");
     let status = cmd

@@ -87,6 +87,28 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` and put the
 //! resulting `.wasm` in the cloud assembly as `processor.wasm`.
+//!
+//! # Build options
+//!
+//! Tessera runs every component with wasm's fixed-width SIMD (`simd128`)
+//! available, but Rust builds for `wasm32-wasip2` without it. Code that
+//! works on many bytes or numbers at once (pixels, matrices) can be
+//! noticeably faster with it: the `imageproc` sample is. Measure both ways,
+//! since other code can also be slower with it: a compiler may vectorise a
+//! loop badly. Turn it on for your processor alone with a
+//! `.cargo/config.toml` next to its `Cargo.toml`:
+//!
+//! ```toml
+//! [target.wasm32-wasip2]
+//! rustflags = ["-C", "target-feature=+simd128"]
+//! ```
+//!
+//! or for one build with `RUSTFLAGS="-C target-feature=+simd128"`. Results
+//! stay bit-identical: wasm's SIMD instructions are deterministic (only the
+//! `relaxed-simd` feature, which Tessera does not recommend, is not). Tessera's
+//! own samples ask for features in their `Cargo.toml` instead
+//! (`[package.metadata.tessera] target-features = ["simd128"]`), which the
+//! samples' build script reads.
 
 #![deny(missing_docs)]
 

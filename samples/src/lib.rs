@@ -181,6 +181,53 @@ mod tests {
         assert!(get("nothing").is_none());
     }
 
+    /// The wasm target features a guest crate's manifest asks for.
+    fn asked_features(manifest: &std::path::Path) -> Vec<String> {
+        let doc: toml::Table = toml::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+        doc["package"]
+            .get("metadata")
+            .and_then(|m| m.get("tessera"))
+            .and_then(|t| t.get("target-features"))
+            .and_then(|f| f.as_array())
+            .map(|a| a.iter().map(|f| f.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a component validates without wasm SIMD.
+    fn valid_without_simd(wasm: &[u8]) -> bool {
+        let features = wasmparser::WasmFeatures::all()
+            - wasmparser::WasmFeatures::SIMD
+            - wasmparser::WasmFeatures::RELAXED_SIMD;
+        wasmparser::Validator::new_with_features(features)
+            .validate_all(wasm)
+            .is_ok()
+    }
+
+    #[test]
+    fn guests_are_built_with_the_target_features_they_ask_for() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut with_simd = 0;
+        for sample in all() {
+            let entries = unzip(sample.assembly);
+            for (file, role) in [
+                ("processor.wasm", "processor"),
+                ("splitter.wasm", "splitter"),
+            ] {
+                let wasm = &entries.iter().find(|(name, _)| name == file).unwrap().1;
+                let asked = asked_features(&root.join(sample.name).join(role).join("Cargo.toml"));
+                let simd = asked.iter().any(|f| f == "simd128");
+                with_simd += usize::from(simd);
+                assert_eq!(
+                    valid_without_simd(wasm),
+                    !simd,
+                    "{} {role}: asks for {asked:?}",
+                    sample.name
+                );
+            }
+        }
+        assert!(with_simd > 0, "some sample is built with simd128");
+    }
+
     #[test]
     fn fixtures_are_components() {
         for wasm in [

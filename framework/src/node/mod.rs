@@ -78,8 +78,13 @@ const LOCAL_FILES: [&str; 6] = ["cache", "slots", "programs", "outbox", "shared"
 /// Uploads in flight at once, across a node's slots.
 const UPLOADS: usize = 16;
 
+/// Finished attempts a node may hold per slot while their files upload and
+/// their reports commit, on top of the work it keeps on hand: leasing goes
+/// on while they upload, but stops if uploads fall this far behind.
+const FINISHING_PER_SLOT: usize = 8;
+
 /// Attempts sent ahead to a slot's worker at most, when tasks are short.
-const MAX_PIPELINE: usize = 16;
+const MAX_PIPELINE: usize = 64;
 
 /// About this much work (in microseconds) is sent ahead to a busy worker.
 const PIPELINE_MICROS: u64 = 2_000;
@@ -262,6 +267,9 @@ impl Session {
 struct Shared {
     /// Attempts leased and not yet committed.
     outstanding: AtomicUsize,
+    /// Of those, the ones that finished running (or never will) and are
+    /// uploading or waiting to commit.
+    finishing: AtomicUsize,
     capacity: Notify,
     /// How long tasks take, per job.
     durations: Mutex<Durations>,
@@ -341,8 +349,16 @@ impl Shared {
         lock(&self.unusable).clone()
     }
 
+    /// An attempt finished running (or will not run): its slot is free,
+    /// although its report is not committed yet.
+    fn ran(&self) {
+        self.finishing.fetch_add(1, Ordering::AcqRel);
+        self.capacity.notify_one();
+    }
+
     /// Attempts were committed or dropped: room for more.
     fn finished(&self, n: usize) {
+        self.finishing.fetch_sub(n, Ordering::AcqRel);
         self.outstanding.fetch_sub(n, Ordering::AcqRel);
         self.capacity.notify_one();
     }
@@ -398,6 +414,7 @@ pub fn start<C: Coordinator>(
         stop: stop.clone(),
         shared: Arc::new(Shared {
             outstanding: AtomicUsize::new(0),
+            finishing: AtomicUsize::new(0),
             capacity: Notify::new(),
             durations: Mutex::new(Durations::default()),
             stopping: AtomicBool::new(false),
@@ -728,8 +745,10 @@ impl<C: Coordinator> Node<C> {
         }
     }
 
-    /// Waits until at most half the wanted work is on hand; returns how
-    /// much to lease, or `None` once the node stops or the session ends.
+    /// Waits until at most half the wanted work is on hand (attempts queued
+    /// or running: finished ones uploading do not count, unless uploads
+    /// fall far behind); returns how much to lease, or `None` once the node
+    /// stops or the session ends.
     async fn wait_for_capacity(&self, session: &Session) -> Option<usize> {
         loop {
             let notified = self.shared.capacity.notified();
@@ -741,8 +760,11 @@ impl<C: Coordinator> Node<C> {
             let slots = self.config.slots;
             let target = self.shared.target(slots);
             let outstanding = self.shared.outstanding.load(Ordering::Acquire);
-            if outstanding < slots || outstanding <= target / 2 {
-                return Some(target.saturating_sub(outstanding).max(1));
+            let finishing = self.shared.finishing.load(Ordering::Acquire);
+            let on_hand = outstanding.saturating_sub(finishing);
+            if (on_hand < slots || on_hand <= target / 2) && finishing < slots * FINISHING_PER_SLOT
+            {
+                return Some(target.saturating_sub(on_hand).max(1));
             }
             tokio::select! {
                 () = self.stop.cancelled() => return None,
@@ -786,6 +808,7 @@ impl<C: Coordinator> Node<C> {
                 .await
                 .is_ok(),
             Err(e) => {
+                self.shared.ran();
                 let now = now_ms();
                 let report = AttemptReport {
                     key: assignment.key,

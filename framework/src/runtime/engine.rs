@@ -1,6 +1,13 @@
 //! Every wasmtime setting Tessera uses, in one place, each with its reason.
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+    ProfilingStrategy,
+};
+
+/// Set (to anything) to have every engine write `/tmp/perf-<pid>.map`, so
+/// that `perf report` names the guest functions of a profile.
+const PERFMAP_ENV: &str = "TESSERA_WASM_PERFMAP";
 
 use super::{RuntimeConfig, RuntimeError};
 
@@ -56,6 +63,9 @@ pub(super) fn build(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
         // traps well inside the worker threads' 16 MiB stacks, even when a
         // task and a program it runs are both on the stack.
         .max_wasm_stack(1 << 20);
+    if std::env::var_os(PERFMAP_ENV).is_some() {
+        wasm.profiler(ProfilingStrategy::PerfMap);
+    }
     Engine::new(&wasm).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
 }
 

@@ -30,14 +30,14 @@ impl Scheduler {
         reports: &[AttemptReport],
     ) -> Result<CommitReply, NodeError> {
         let mut refused = Vec::new();
-        let by_job = self.check_reports(node_id, reports, &mut refused).await?;
+        let mut by_job = self.check_reports(node_id, reports, &mut refused).await?;
         let now = now_ms();
         let mut tx = self.inner.store.begin().await?;
         if !tx.node(node_id).await?.is_some_and(|n| n.state.is_live()) {
             return Err(NodeError::UnknownNode(node_id.to_owned()));
         }
         let mut queued = false;
-        for (job_id, job_reports) in &by_job {
+        for (job_id, job_reports) in &mut by_job {
             queued |= self
                 .apply(&mut tx, node_id, job_id, job_reports, now, &mut refused)
                 .await?;
@@ -120,7 +120,7 @@ impl Scheduler {
         tx: &mut Tx,
         node_id: &str,
         job_id: &str,
-        batch: &JobReports<'_>,
+        batch: &mut JobReports<'_>,
         now: i64,
         refused: &mut Vec<Refusal>,
     ) -> Result<bool, Error> {
@@ -196,7 +196,7 @@ impl Scheduler {
         node_id: &'a str,
         job: &mut JobRecord,
         rest: &[&'a AttemptReport],
-        batch: &JobReports<'_>,
+        batch: &mut JobReports<'_>,
         now: i64,
         records: &mut Vec<AttemptRecord<'a>>,
         refused: &mut Vec<Refusal>,
@@ -227,7 +227,8 @@ impl Scheduler {
             }
             queued |= match &report.outcome {
                 Outcome::Succeeded { .. } => {
-                    let plan = batch.plans.get(&task.seq).cloned().unwrap_or_else(|| {
+                    // Taken, not copied: a plan may hold a million tasks.
+                    let plan = batch.plans.remove(&task.seq).unwrap_or_else(|| {
                         Err(Failure::new(
                             FailureKind::Internal,
                             "the node reported a split without a plan",
@@ -289,7 +290,8 @@ impl Scheduler {
         let inputs: Vec<JobInput> = serde_json::from_str(&job.inputs)
             .map_err(|e| Error::Internal(format!("job inputs: {e}")))?;
         match plan.and_then(|plan| {
-            check_plan(&plan, &inputs, &self.inner.config).map(|c| (c, plan.merge))
+            let merge = plan.merge;
+            check_plan(plan, &inputs, &self.inner.config).map(|c| (c, merge))
         }) {
             Ok((checked, merge)) => {
                 self.insert_plan(tx, job, checked, merge).await?;

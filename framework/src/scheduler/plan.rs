@@ -15,9 +15,11 @@ pub(super) struct CheckedPlan {
     pub(super) deps: Vec<(i64, i64)>,
 }
 
-/// Checks a split plan against the job and the limits.
+/// Checks a split plan against the job and the limits, and turns it into
+/// rows (taking its strings rather than copying them: a plan may hold a
+/// million tasks).
 pub(super) fn check_plan(
-    plan: &SplitPlan,
+    plan: SplitPlan,
     inputs: &[JobInput],
     config: &SchedulerConfig,
 ) -> Result<CheckedPlan, Failure> {
@@ -31,7 +33,7 @@ pub(super) fn check_plan(
 
 /// [`check_plan`], saying in words what is wrong.
 fn check(
-    plan: &SplitPlan,
+    plan: SplitPlan,
     inputs: &[JobInput],
     config: &SchedulerConfig,
 ) -> Result<CheckedPlan, String> {
@@ -50,8 +52,8 @@ fn check(
             return Err(format!("task name `{}` is used twice", task.name));
         }
     }
-    let mut tasks = Vec::with_capacity(plan.tasks.len());
     let mut deps = Vec::new();
+    let mut deps_remaining = Vec::with_capacity(plan.tasks.len());
     for (i, task) in plan.tasks.iter().enumerate() {
         let seq = i as i64 + 1;
         let name = &task.name;
@@ -109,24 +111,31 @@ fn check(
                 ));
             }
         }
-        let deps_remaining = seen.len() as i64;
-        tasks.push(NewTask {
-            seq,
-            name: name.clone(),
+        deps_remaining.push(seen.len() as i64);
+    }
+    check_acyclic(plan.tasks.len(), &deps)?;
+    drop(seq_of);
+    let tasks = plan
+        .tasks
+        .into_iter()
+        .zip(deps_remaining)
+        .enumerate()
+        .map(|(i, (task, deps_remaining))| NewTask {
+            seq: i as i64 + 1,
             kind: TaskKind::Process,
             state: if deps_remaining > 0 {
                 TaskState::Blocked
             } else {
                 TaskState::Queued
             },
-            parameters: task.parameters.clone(),
             inputs: serde_json::to_string(&task.inputs).expect("strings serialise"),
             depends_on: serde_json::to_string(&task.depends_on).expect("strings serialise"),
             env: serde_json::to_string(&task.env).expect("strings serialise"),
+            name: task.name,
+            parameters: task.parameters,
             deps_remaining,
-        });
-    }
-    check_acyclic(plan.tasks.len(), &deps)?;
+        })
+        .collect();
     Ok(CheckedPlan { tasks, deps })
 }
 
@@ -195,7 +204,7 @@ mod tests {
 
     fn check(tasks: Vec<TaskSpec>) -> Result<CheckedPlan, String> {
         check_plan(
-            &SplitPlan { tasks, merge: true },
+            SplitPlan { tasks, merge: true },
             &[],
             &SchedulerConfig::default(),
         )
@@ -280,7 +289,7 @@ mod tests {
             tasks: vec![spec("a", &[]), spec("b", &[]), spec("c", &[])],
             merge: false,
         };
-        let err = check_plan(&plan, &[], &config).err().unwrap();
+        let err = check_plan(plan, &[], &config).err().unwrap();
         assert!(err.message.contains("at most 2"), "{err}");
     }
 }

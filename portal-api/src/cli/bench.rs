@@ -45,6 +45,11 @@ pub struct ComputeArgs {
     /// (default: four per slot).
     #[arg(long)]
     tasks: Option<u64>,
+    /// Steady-state jobs and native runs per sample; the fastest of each is
+    /// reported, so that a run slowed by something else on the machine
+    /// does not decide the ratio.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
     /// Keep the service's data here instead of in a temporary folder.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -237,21 +242,41 @@ pub(super) async fn compute(args: ComputeArgs) -> anyhow::Result<ExitCode> {
             });
         }
         // The first job compiles what only runs on nodes (programs started
-        // with `run-program`); the second shows the steady state.
+        // with `run-program`); the next ones show the steady state.
         publish_sample(&client, sample).await?;
-        let (_, first_secs) = run_sample(
-            &client,
-            sample,
-            workload.parameters.clone(),
-            inputs.clone(),
-            None,
-        )
-        .await?;
-        let (job, wasm_secs) =
-            run_sample(&client, sample, workload.parameters, inputs, None).await?;
+        let run = || {
+            run_sample(
+                &client,
+                sample,
+                workload.parameters.clone(),
+                inputs.clone(),
+                None,
+            )
+        };
+        let (_, first_secs) = run().await?;
+        let mut best: Option<(Job, f64)> = None;
+        for _ in 0..args.runs {
+            let (job, secs) = run().await?;
+            if best.as_ref().is_none_or(|(_, b)| secs < *b) {
+                best = Some((job, secs));
+            }
+        }
+        let (job, wasm_secs) = best.expect("at least one run");
         let outputs = client.outputs(&job.id).await?;
 
-        let native = tokio::task::spawn_blocking(move || (workload.native)(slots)).await??;
+        let native = workload.native;
+        let runs = args.runs;
+        let native = tokio::task::spawn_blocking(move || {
+            let mut best: Option<workloads::NativeRun> = None;
+            for _ in 0..runs {
+                let run = native(slots)?;
+                if best.as_ref().is_none_or(|b| run.secs < b.secs) {
+                    best = Some(run);
+                }
+            }
+            Ok::<_, anyhow::Error>(best.expect("at least one run"))
+        })
+        .await??;
         let native_secs = native.secs;
         let mut identical = true;
         for (path, matches) in native.checks {
@@ -270,6 +295,7 @@ pub(super) async fn compute(args: ComputeArgs) -> anyhow::Result<ExitCode> {
                 "work": workload.size,
                 "tasks": job.progress.total,
                 "slots": slots,
+                "runs": args.runs,
                 "first_job_secs": round(first_secs),
                 "wasm_secs": round(wasm_secs),
                 "native_secs": round(native_secs),

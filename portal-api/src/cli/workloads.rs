@@ -16,8 +16,9 @@ use tessera_sample_testshard_model::{Suite, Summary, TestCase, count_primes, run
 /// A job's output compared with the native result: `true` when it matches.
 pub(super) type Check = Box<dyn Fn(&[u8]) -> bool + Send>;
 
-/// The native computation: runs on the given number of threads.
-type Native = Box<dyn FnOnce(usize) -> anyhow::Result<NativeRun> + Send>;
+/// The native computation: runs on the given number of threads (as often
+/// as asked).
+type Native = Box<dyn Fn(usize) -> anyhow::Result<NativeRun> + Send>;
 
 /// What the native computation measured and found.
 pub(super) struct NativeRun {

@@ -48,6 +48,14 @@ const OUTPUT_CHECK_EVERY: u32 = 10;
 /// Progress is reported at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
+/// While more attempts wait, finished ones are told to the node in batches
+/// (one write, one wake-up of the node) of at most this many...
+const EVENT_BATCH: usize = 32;
+
+/// ...held back at most this long (or until the watchdog's next look, if
+/// the next attempt runs longer).
+const EVENT_DELAY: Duration = Duration::from_millis(2);
+
 /// Runs a slot worker on this process's stdin and stdout; returns its exit
 /// status.
 pub(crate) fn main() -> i32 {
@@ -131,11 +139,27 @@ fn exit_now(status: i32) -> ! {
 struct Events(Mutex<BufWriter<File>>);
 
 impl Events {
+    /// Sends an event now (with any held back before it).
     fn send(&self, event: &Event) {
+        self.write(event, true);
+    }
+
+    /// Writes an event, sending it now only if `now`.
+    fn write(&self, event: &Event, now: bool) {
         let mut out = lock(&self.0);
-        let sent = write_frame(&mut *out, event).and_then(|()| out.flush());
+        let mut sent = write_frame(&mut *out, event);
+        if now {
+            sent = sent.and_then(|()| out.flush());
+        }
         if sent.is_err() {
             // The node is gone.
+            exit_now(1);
+        }
+    }
+
+    /// Sends the events held back.
+    fn flush(&self) {
+        if lock(&self.0).flush().is_err() {
             exit_now(1);
         }
     }
@@ -268,6 +292,8 @@ impl Worker {
         loop {
             std::thread::sleep(WATCH);
             looks = looks.wrapping_add(1);
+            // Ends of attempts held back while a longer one runs go now.
+            self.events.flush();
             let mut slot = self.slot();
             let Some(current) = slot.current.as_mut() else {
                 continue;
@@ -297,15 +323,29 @@ impl Worker {
         }
     }
 
-    /// Runs attempts (and the start task) in the order they arrive.
+    /// Runs attempts (and the start task) in the order they arrive. While
+    /// more attempts wait, their ends are told in batches: never held back
+    /// once the queue is empty, nor longer than [`EVENT_DELAY`].
     fn run_all(&self, queue: &crossbeam_channel::Receiver<Job>) {
         let io = ThreadIo::open();
+        let mut held = 0usize;
+        let mut first_held = Instant::now();
         while let Ok(job) = queue.recv() {
             match job {
                 Job::Attempt(run) => {
                     let (finished, output_left) = self.run(&run, io.as_ref());
-                    self.events.send(&Event::Finished(Box::new(finished)));
                     self.clean(&run.assignment, output_left);
+                    if held == 0 {
+                        first_held = Instant::now();
+                    }
+                    held += 1;
+                    let now = queue.is_empty()
+                        || held >= EVENT_BATCH
+                        || first_held.elapsed() >= EVENT_DELAY;
+                    self.events.write(&Event::Finished(Box::new(finished)), now);
+                    if now {
+                        held = 0;
+                    }
                 }
                 Job::StartTask(task) => {
                     let report = self.start_task(&task);

@@ -445,6 +445,7 @@ async fn finish<C: Coordinator>(ctx: &SlotContext<C>, work: Work, finished: Fini
 /// Uploads what an attempt left in the outbox and sends its report to the
 /// committer.
 async fn report<C: Coordinator>(ctx: &SlotContext<C>, work: Work, finished: Finished) {
+    ctx.shared.ran();
     let has_files = finished.stdout.is_some()
         || finished.stderr.is_some()
         || finished
