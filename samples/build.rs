@@ -197,6 +197,11 @@ struct Guest {
     artifact: String,
 }
 
+/// The component a sample's `splitter` or `processor` crate builds.
+fn sample_artifact(sample: &str, role: &str) -> String {
+    format!("tessera_sample_{}_{role}.wasm", sample.replace('-', "_"))
+}
+
 /// Every guest crate of the repository.
 fn guests(root: &Path) -> Vec<Guest> {
     let mut guests = Vec::new();
@@ -209,7 +214,7 @@ fn guests(root: &Path) -> Vec<Guest> {
                     .join(sample)
                     .join(role)
                     .join("Cargo.toml"),
-                artifact: format!("tessera_sample_{}_{role}.wasm", sample.replace('-', "_")),
+                artifact: sample_artifact(sample, role),
             });
         }
     }
@@ -381,7 +386,6 @@ fn read(path: &Path) -> Vec<u8> {
 /// the sample has an `image/` folder; `OUT_DIR/<name>-image.rs` is the
 /// `Option<&[u8]>` expression that embeds the image.
 fn package_sample(dir: &Path, name: &str, guests: &Path, out_dir: &Path) {
-    let crate_name = name.replace('-', "_");
     let assembly = zip(vec![
         (
             "assembly.toml".to_string(),
@@ -389,11 +393,11 @@ fn package_sample(dir: &Path, name: &str, guests: &Path, out_dir: &Path) {
         ),
         (
             "splitter.wasm".to_string(),
-            read(&guests.join(format!("tessera_sample_{crate_name}_splitter.wasm"))),
+            read(&guests.join(sample_artifact(name, "splitter"))),
         ),
         (
             "processor.wasm".to_string(),
-            read(&guests.join(format!("tessera_sample_{crate_name}_processor.wasm"))),
+            read(&guests.join(sample_artifact(name, "processor"))),
         ),
     ]);
     write(&out_dir.join(format!("{name}-assembly.zip")), &assembly);

@@ -294,6 +294,49 @@ fn values_list(rows: usize, columns: usize) -> String {
     vec![row; rows].join(", ")
 }
 
+/// A value of a row to insert.
+enum Value<'a> {
+    Text(Option<&'a str>),
+    Owned(Option<String>),
+    Int(i64),
+}
+
+/// A row to insert: each column's name with its value, so that names and
+/// values cannot drift apart.
+type InsertRow<'a, const N: usize> = [(&'static str, Value<'a>); N];
+
+/// Inserts `rows` (every one naming the same columns in the same order)
+/// into `table` with multi-row `VALUES` statements; `tail` follows the
+/// values (an `ON CONFLICT` clause, say).
+async fn insert_rows<const N: usize>(
+    conn: &mut AnyConnection,
+    table: &str,
+    tail: &str,
+    rows: &[InsertRow<'_, N>],
+) -> Result<(), Error> {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let columns: Vec<&str> = first.iter().map(|(name, _)| *name).collect();
+    let columns = columns.join(", ");
+    for piece in values_pieces(rows) {
+        let sql = format!(
+            "INSERT INTO {table} ({columns}) VALUES {} {tail}",
+            values_list(piece.len(), N)
+        );
+        let mut query = sqlx::query(&sql);
+        for (_, value) in piece.iter().flatten() {
+            query = match value {
+                Value::Text(text) => query.bind(*text),
+                Value::Owned(text) => query.bind(text.as_deref()),
+                Value::Int(n) => query.bind(*n),
+            };
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// What leasing sets on a task: running on the node, one more attempt.
 const LEASE_SET: &str = "state = 'running', node = $2, attempts = attempts + 1, \
      started_at = $3, finished_at = NULL, progress = 0";
@@ -518,32 +561,28 @@ impl Tx {
         tasks: &[NewTask],
     ) -> Result<(), Error> {
         let mut counts = CountDelta::default();
-        for piece in values_pieces(tasks) {
-            let sql = format!(
-                "INSERT INTO tasks (job_id, pool, seq, name, kind, state, parameters, inputs, \
-                 depends_on, env, deps_remaining) VALUES {}",
-                values_list(piece.len(), 11)
-            );
-            let mut query = sqlx::query(&sql);
-            for t in piece {
+        let rows: Vec<InsertRow<'_, 11>> = tasks
+            .iter()
+            .map(|t| {
                 if t.kind == TaskKind::Process {
                     *counts.slot(t.state) += 1;
                 }
-                query = query
-                    .bind(job_id)
-                    .bind(pool)
-                    .bind(t.seq)
-                    .bind(t.name.as_str())
-                    .bind(t.kind.as_str())
-                    .bind(t.state.as_str())
-                    .bind(t.parameters.as_str())
-                    .bind(t.inputs.as_str())
-                    .bind(t.depends_on.as_str())
-                    .bind(t.env.as_str())
-                    .bind(t.deps_remaining);
-            }
-            query.execute(&mut *self.tx).await?;
-        }
+                [
+                    ("job_id", Value::Text(Some(job_id))),
+                    ("pool", Value::Text(Some(pool))),
+                    ("seq", Value::Int(t.seq)),
+                    ("name", Value::Text(Some(&t.name))),
+                    ("kind", Value::Text(Some(t.kind.as_str()))),
+                    ("state", Value::Text(Some(t.state.as_str()))),
+                    ("parameters", Value::Text(Some(&t.parameters))),
+                    ("inputs", Value::Text(Some(&t.inputs))),
+                    ("depends_on", Value::Text(Some(&t.depends_on))),
+                    ("env", Value::Text(Some(&t.env))),
+                    ("deps_remaining", Value::Int(t.deps_remaining)),
+                ]
+            })
+            .collect();
+        insert_rows(&mut self.tx, "tasks", "", &rows).await?;
         self.adjust_counts(job_id, &counts).await
     }
 
@@ -768,44 +807,55 @@ impl Tx {
         &mut self,
         attempts: &[AttemptRecord<'_>],
     ) -> Result<(), Error> {
-        for piece in values_pieces(attempts) {
-            let sql = format!(
-                "INSERT INTO attempts (job_id, seq, attempt, node, state, failure_kind, failure, \
-                 started_at, finished_at, stdout_digest, stdout_size, stderr_digest, stderr_size, \
-                 peak_memory, wall_us, cpu_us, bytes_read, bytes_written) VALUES {} \
-                 ON CONFLICT (job_id, seq, attempt) DO NOTHING",
-                values_list(piece.len(), 18)
-            );
-            let mut query = sqlx::query(&sql);
-            for a in piece {
+        let rows: Vec<InsertRow<'_, 18>> = attempts
+            .iter()
+            .map(|a| {
                 let state = if a.failure.is_some() {
                     TaskState::Failed
                 } else {
                     TaskState::Succeeded
                 };
-                query = query
-                    .bind(a.job_id)
-                    .bind(a.seq)
-                    .bind(i64::from(a.attempt))
-                    .bind(a.node)
-                    .bind(state.as_str())
-                    .bind(a.failure.map(|f| f.kind.as_str()))
-                    .bind(a.failure.map(|f| f.message.as_str()))
-                    .bind(a.started_at)
-                    .bind(a.finished_at)
-                    .bind(a.stdout.digest.map(|d| d.to_hex()))
-                    .bind(a.stdout.size as i64)
-                    .bind(a.stderr.digest.map(|d| d.to_hex()))
-                    .bind(a.stderr.size as i64)
-                    .bind(a.usage.peak_memory as i64)
-                    .bind(a.usage.wall_us as i64)
-                    .bind(a.usage.cpu_us as i64)
-                    .bind(a.usage.bytes_read as i64)
-                    .bind(a.usage.bytes_written as i64);
-            }
-            query.execute(&mut *self.tx).await?;
-        }
-        Ok(())
+                [
+                    ("job_id", Value::Text(Some(a.job_id))),
+                    ("seq", Value::Int(a.seq)),
+                    ("attempt", Value::Int(i64::from(a.attempt))),
+                    ("node", Value::Text(Some(a.node))),
+                    ("state", Value::Text(Some(state.as_str()))),
+                    (
+                        "failure_kind",
+                        Value::Text(a.failure.map(|f| f.kind.as_str())),
+                    ),
+                    (
+                        "failure",
+                        Value::Text(a.failure.map(|f| f.message.as_str())),
+                    ),
+                    ("started_at", Value::Int(a.started_at)),
+                    ("finished_at", Value::Int(a.finished_at)),
+                    (
+                        "stdout_digest",
+                        Value::Owned(a.stdout.digest.map(|d| d.to_hex())),
+                    ),
+                    ("stdout_size", Value::Int(a.stdout.size as i64)),
+                    (
+                        "stderr_digest",
+                        Value::Owned(a.stderr.digest.map(|d| d.to_hex())),
+                    ),
+                    ("stderr_size", Value::Int(a.stderr.size as i64)),
+                    ("peak_memory", Value::Int(a.usage.peak_memory as i64)),
+                    ("wall_us", Value::Int(a.usage.wall_us as i64)),
+                    ("cpu_us", Value::Int(a.usage.cpu_us as i64)),
+                    ("bytes_read", Value::Int(a.usage.bytes_read as i64)),
+                    ("bytes_written", Value::Int(a.usage.bytes_written as i64)),
+                ]
+            })
+            .collect();
+        insert_rows(
+            &mut self.tx,
+            "attempts",
+            "ON CONFLICT (job_id, seq, attempt) DO NOTHING",
+            &rows,
+        )
+        .await
     }
 
     /// Which of the given attempts of a job `node` reported before (an
@@ -847,25 +897,29 @@ impl Tx {
         job_id: &str,
         outputs: &[(i64, &OutputFile)],
     ) -> Result<(), Error> {
-        for piece in values_pieces(outputs) {
-            let sql = format!(
-                "INSERT INTO outputs (job_id, seq, path, digest, size, kind) VALUES {} \
-                 ON CONFLICT (job_id, seq, path) DO NOTHING",
-                values_list(piece.len(), 6)
-            );
-            let mut query = sqlx::query(&sql);
-            for (seq, f) in piece {
-                query = query
-                    .bind(job_id)
-                    .bind(*seq)
-                    .bind(f.path.as_str())
-                    .bind(f.file.digest.to_hex())
-                    .bind(f.file.size as i64)
-                    .bind(OutputKind::of_path(&f.path).as_str());
-            }
-            query.execute(&mut *self.tx).await?;
-        }
-        Ok(())
+        let rows: Vec<InsertRow<'_, 6>> = outputs
+            .iter()
+            .map(|(seq, f)| {
+                [
+                    ("job_id", Value::Text(Some(job_id))),
+                    ("seq", Value::Int(*seq)),
+                    ("path", Value::Text(Some(&f.path))),
+                    ("digest", Value::Owned(Some(f.file.digest.to_hex()))),
+                    ("size", Value::Int(f.file.size as i64)),
+                    (
+                        "kind",
+                        Value::Text(Some(OutputKind::of_path(&f.path).as_str())),
+                    ),
+                ]
+            })
+            .collect();
+        insert_rows(
+            &mut self.tx,
+            "outputs",
+            "ON CONFLICT (job_id, seq, path) DO NOTHING",
+            &rows,
+        )
+        .await
     }
 
     /// Ends a running task's attempt with a failure: back to the queue when
