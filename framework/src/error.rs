@@ -57,6 +57,10 @@ pub enum Error {
     /// The file store failed.
     #[error("file storage failed: {0}")]
     Storage(#[from] object_store::Error),
+    /// The service's configuration is unusable (a storage location, say);
+    /// the message says what to change.
+    #[error("{0}")]
+    Config(String),
     /// The state database failed.
     #[error("the state database failed: {0}")]
     Database(#[from] sqlx::Error),
@@ -101,6 +105,7 @@ impl Error {
             Self::Package(e) | Self::Image(e) => e.kind(),
             Self::Component(e) => e.code(),
             Self::Storage(_) => "storage_error",
+            Self::Config(_) => "invalid_config",
             Self::Database(_) | Self::Migrate(_) => "database_error",
             Self::Io(_) => "io_error",
             Self::Unauthorized(_) => "unauthorized",
@@ -131,6 +136,7 @@ impl Error {
             Self::Component(e) if e.is_invalid_component() => ErrorClass::BadRequest,
             Self::Component(_)
             | Self::Storage(_)
+            | Self::Config(_)
             | Self::Database(_)
             | Self::Migrate(_)
             | Self::Io(_)

@@ -464,6 +464,16 @@ impl Service {
         self.inner.blobs.get_stream(digest).await
     }
 
+    /// Part of a stored file's content (`range` within its size) as a
+    /// stream.
+    pub async fn read_range(
+        &self,
+        digest: &Digest,
+        range: std::ops::Range<u64>,
+    ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Send + 'static, Error> {
+        self.inner.blobs.get_range(digest, range).await
+    }
+
     /// Every output of a job in one zip (job outputs at the root, task
     /// outputs under `tasks/<task>/`), written to a temporary file.
     pub async fn outputs_zip(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::blobs::BlobStore;
+use crate::blobs::{BlobStore, Storage};
 use crate::error::Error;
 use crate::model::LOCAL_POOL;
 use crate::node::{self, NodeConfig, NodeHandle, WorkerCommand};
@@ -20,6 +20,9 @@ use crate::store::Store;
 pub struct ServiceConfig {
     /// Where state, files and the embedded node's cache live.
     pub data_dir: PathBuf,
+    /// Where files are kept instead of `<data_dir>/files` (a local folder,
+    /// an Azure Blob container or an S3 bucket).
+    pub storage: Option<Storage>,
     /// Task slots of the embedded local pool's node (0: no embedded node).
     pub embedded_slots: usize,
     /// How often the embedded node heartbeats.
@@ -55,6 +58,7 @@ impl ServiceConfig {
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             data_dir: data_dir.into(),
+            storage: None,
             embedded_slots: slots,
             heartbeat_interval: Duration::from_secs(1),
             max_upload_bytes: 16 << 30,
@@ -109,7 +113,11 @@ impl Service {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)?;
         let store = Store::open_sqlite(&dir.join("state.db")).await?;
-        let blobs = BlobStore::local(&dir.join("files"), &dir.join("uploads"))?;
+        let storage = config
+            .storage
+            .clone()
+            .unwrap_or_else(|| Storage::Local(dir.join("files")));
+        let blobs = BlobStore::open(&storage, &dir.join("uploads")).await?;
         let runtime_config = RuntimeConfig {
             program_cache: Some(dir.join("node").join("programs")),
             ..config.runtime.clone()

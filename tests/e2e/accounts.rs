@@ -11,7 +11,7 @@ use tessera_framework::jobs::{InputRef, SubmitJob};
 use tessera_framework::model::JobState;
 use tessera_portal_api::client::Client;
 
-use crate::harness::{TestService, assert_api_error, files_under, hostile_assembly, plan_job};
+use crate::harness::{TestService, assert_api_error, hostile_assembly, plan_job};
 
 /// A request signed by hand, following the README's description of the
 /// scheme, so that tests can sign one thing and send another.
@@ -239,7 +239,7 @@ async fn unsigned_forged_tampered_and_stale_requests_are_refused_and_change_noth
         [digest],
         "nothing was stored"
     );
-    assert!(files_under(&svc.dir.path().join("files")).is_empty());
+    assert!(svc.stored_files().await.is_empty());
     // Health checks need no signature; signed requests still work.
     svc.client.health().await.unwrap();
     svc.publish_hostile(&[]).await;

@@ -325,8 +325,7 @@ async fn refused_publishes_explain_why_and_store_nothing() {
     })
     .await;
     svc.publish_hostile(&[]).await;
-    let files = svc.dir.path().join("files");
-    let stored = files_under(&files);
+    let stored = svc.stored_files().await;
     assert!(!stored.is_empty());
 
     for case in refusals() {
@@ -343,7 +342,7 @@ async fn refused_publishes_explain_why_and_store_nothing() {
             );
             assert_api_error(result, case.status, case.code, case.message);
             assert_eq!(
-                files_under(&files),
+                svc.stored_files().await,
                 stored,
                 "{}: files were stored",
                 case.what
@@ -446,7 +445,7 @@ async fn bad_names_and_bad_forms_are_refused() {
     assert_eq!((status, code.as_str()), (400, "invalid_multipart"));
 
     assert!(svc.client.apps().await.unwrap().is_empty());
-    assert!(files_under(&svc.dir.path().join("files")).is_empty());
+    assert!(svc.stored_files().await.is_empty());
     svc.stop().await;
 }
 
@@ -465,7 +464,7 @@ async fn an_image_whose_headers_lie_is_refused_at_publish() {
         "the application image is not acceptable: entry `data/zeros.bin` is corrupt",
     );
     assert!(svc.client.apps().await.unwrap().is_empty());
-    assert!(files_under(&svc.dir.path().join("files")).is_empty());
+    assert!(svc.stored_files().await.is_empty());
     svc.stop().await;
 }
 

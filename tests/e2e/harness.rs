@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tessera_framework::accounts::{NewAccount, Quotas};
+use tessera_framework::blobs::Storage;
 use tessera_framework::jobs::SubmitJob;
 use tessera_framework::model::{AppVersion, Job, JobState};
 pub use tessera_framework::package::testzip::{RawEntry, build as raw_zip};
@@ -42,6 +43,12 @@ impl TestService {
             embedded: Some(embedded),
             dir,
         }
+    }
+
+    /// The keys of every file the service's blob store holds.
+    pub async fn stored_files(&self) -> Vec<String> {
+        let embedded = self.embedded.as_ref().expect("the service runs");
+        embedded.service.blobs().list().await.unwrap()
     }
 
     /// Stops the service (gracefully).
@@ -138,8 +145,27 @@ pub fn test_config(
     config.scheduler.task_log_bytes = 1 << 20;
     config.scheduler.task_output_bytes = 64 << 20;
     config.worker = worker();
+    config.storage = test_storage(dir).map(|location| Storage::parse(&location).unwrap());
     adjust(&mut config);
     config
+}
+
+/// Where the service on `dir` keeps its files when the suite runs against
+/// a blob service: `TESSERA_TEST_STORAGE` (say `az://tessera`, with the
+/// `AZURE_*` variables set) and a folder named after `dir`, so that every
+/// test has its own files and a restarted service finds its own again.
+/// `None` (files under `dir`) when the variable is not set.
+pub fn test_storage(dir: &Path) -> Option<String> {
+    let base = std::env::var("TESSERA_TEST_STORAGE")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    let name = dir
+        .file_name()
+        .expect("a test folder has a name")
+        .to_string_lossy()
+        .trim_start_matches('.')
+        .to_string();
+    Some(format!("{}/{name}", base.trim_end_matches('/')))
 }
 
 /// How nodes started by the tests run their slots: the `tessera` binary's
@@ -471,11 +497,13 @@ impl Server {
             .append(true)
             .open(&log_path)
             .unwrap();
+        let storage = test_storage(dir).map(|location| format!("--storage={location}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .arg("serve")
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--listen", listen])
+            .args(storage)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -11,8 +11,7 @@ use tessera_framework::model::{FailureKind, JobInput, JobState, LogStream, Outpu
 use tessera_samples::fixtures::ECHO_COMMAND;
 
 use crate::harness::{
-    TestService, assert_api_error, eventually, files_under, hostile_job, output, output_text,
-    params, plan_job,
+    TestService, assert_api_error, eventually, hostile_job, output, output_text, params, plan_job,
 };
 
 /// Deterministic bytes that do not compress.
@@ -76,8 +75,7 @@ async fn files_are_stored_by_content_and_checked_against_their_digest() {
     );
 
     // A body that does not match its URL is refused and not kept.
-    let files = svc.dir.path().join("files");
-    let before = files_under(&files);
+    let before = svc.stored_files().await;
     let gamma = b"gamma\n".to_vec();
     let gamma_digest = Digest::of(&gamma);
     let response = put(alpha_digest.to_hex(), gamma.clone()).await.unwrap();
@@ -90,7 +88,7 @@ async fn files_are_stored_by_content_and_checked_against_their_digest() {
             "the uploaded content has sha256 {gamma_digest}, not {alpha_digest}: the upload was damaged or the wrong file was sent"
         )
     );
-    assert_eq!(files_under(&files), before);
+    assert_eq!(svc.stored_files().await, before);
     assert_eq!(
         svc.client.missing_files(&[gamma_digest]).await.unwrap(),
         [gamma_digest]
@@ -106,7 +104,100 @@ async fn files_are_stored_by_content_and_checked_against_their_digest() {
             format!("`{bad}` is not a sha256 digest (expected 64 hex digits)")
         );
     }
-    assert_eq!(files_under(&files), before);
+    assert_eq!(svc.stored_files().await, before);
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_download_whole_or_by_byte_range() {
+    let mut svc = TestService::start(1).await;
+    svc.publish_hostile(&[]).await;
+    let content = noise(300_000);
+    let uploaded = svc
+        .client
+        .upload_bytes(content.clone().into())
+        .await
+        .unwrap();
+    let job = svc
+        .run(SubmitJob {
+            inputs: vec![InputRef {
+                name: "big.bin".into(),
+                sha256: uploaded.sha256,
+            }],
+            ..hostile_job(json!({"mode": "list-inputs"}))
+        })
+        .await;
+    assert_eq!(job.state, JobState::Completed, "{job:#?}");
+    let path = format!("/v1/jobs/{}/tasks/in-0/outputs/big.bin", job.id);
+    let get = |range: Option<&str>, if_range: Option<&str>| {
+        let mut request = svc.client.raw(reqwest::Method::GET, &path);
+        if let Some(range) = range {
+            request = request.header("range", range);
+        }
+        if let Some(tag) = if_range {
+            request = request.header("if-range", tag);
+        }
+        svc.client.execute(request)
+    };
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+
+    let whole = get(None, None).await.unwrap();
+    assert_eq!(whole.status().as_u16(), 200);
+    assert_eq!(header(&whole, "accept-ranges").as_deref(), Some("bytes"));
+    let etag = header(&whole, "etag").unwrap();
+    assert_eq!(etag, format!("\"{}\"", uploaded.sha256));
+    assert!(whole.bytes().await.unwrap() == content);
+
+    for (range, first, last) in [
+        ("bytes=0-0", 0usize, 0usize),
+        ("bytes=1000-1999", 1000, 1999),
+        ("bytes=299000-", 299_000, 299_999),
+        ("bytes=-500", 299_500, 299_999),
+        ("bytes=299990-400000", 299_990, 299_999),
+    ] {
+        let part = get(Some(range), None).await.unwrap();
+        assert_eq!(part.status().as_u16(), 206, "{range}");
+        assert_eq!(
+            header(&part, "content-range").unwrap(),
+            format!("bytes {first}-{last}/300000"),
+            "{range}"
+        );
+        assert_eq!(
+            header(&part, "content-length").unwrap(),
+            (last + 1 - first).to_string()
+        );
+        assert!(
+            part.bytes().await.unwrap() == content[first..=last],
+            "{range}: wrong bytes"
+        );
+    }
+    // A range of an older version of the file (If-Range names another
+    // etag) and several ranges at once get the whole file.
+    for (range, if_range) in [("bytes=0-9", Some("\"0000\"")), ("bytes=0-9,20-29", None)] {
+        let full = get(Some(range), if_range).await.unwrap();
+        assert_eq!(full.status().as_u16(), 200, "{range}");
+        assert!(full.bytes().await.unwrap() == content, "{range}");
+    }
+    let resumed = get(Some("bytes=10-19"), Some(&etag)).await.unwrap();
+    assert_eq!(resumed.status().as_u16(), 206);
+    assert!(resumed.bytes().await.unwrap() == content[10..20]);
+
+    for bad in ["bytes=300000-", "bytes=5-2", "pages=1-2"] {
+        let refused = get(Some(bad), None).await.unwrap();
+        assert_eq!(refused.status().as_u16(), 416, "{bad}");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["code"], "range_not_satisfiable", "{bad}");
+        assert_eq!(
+            body["message"],
+            format!(
+                "the Range header {bad:?} asks for bytes this 300000-byte file does not have; give bytes=FIRST-LAST within 0-299999"
+            )
+        );
+    }
     svc.stop().await;
 }
 

@@ -29,6 +29,7 @@ impl ServiceArgs {
         }
         config.scheduler.task_memory_bytes = self.task_memory_mib << 20;
         config.scheduler.node_timeout = Duration::from_secs(self.node_timeout_secs.max(1));
+        config.storage = self.storage.clone();
         config
     }
 }
@@ -53,9 +54,13 @@ pub(super) async fn serve(args: super::ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.service.config(data_dir.clone());
     config.public_url = args.advertise_url;
     let slots = config.embedded_slots;
+    let files = match &config.storage {
+        Some(storage) => format!(", files in {storage}"),
+        None => String::new(),
+    };
     let embedded = Embedded::start(config, listen).await?;
     println!(
-        "Tessera is serving on {} (data in {}, {slots} task slots). Stop with Ctrl-C.",
+        "Tessera is serving on {} (data in {}{files}, {slots} task slots). Stop with Ctrl-C.",
         embedded.url(),
         data_dir.display()
     );

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use tessera_framework::blobs::Storage;
 
 /// The default address of `tessera serve` and of the client commands.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
@@ -86,6 +87,16 @@ pub struct ServiceArgs {
     /// Seconds of silence after which a node is presumed lost and its tasks requeued.
     #[arg(long, env = "TESSERA_NODE_TIMEOUT_SECS", default_value_t = 30)]
     node_timeout_secs: u64,
+    /// Where files are kept (default: the data folder's `files`): a local
+    /// folder, `az://container[/prefix]` (Azure Blob Storage; credentials
+    /// from AZURE_STORAGE_*), or `s3://bucket[/prefix]` (S3 or an
+    /// S3-compatible endpoint; credentials from AWS_*).
+    #[arg(long, env = "TESSERA_STORAGE", value_parser = parse_storage)]
+    storage: Option<Storage>,
+}
+
+fn parse_storage(location: &str) -> Result<Storage, String> {
+    Storage::parse(location).map_err(|e| e.to_string())
 }
 
 #[derive(Args, Debug)]

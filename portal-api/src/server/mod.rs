@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -902,47 +902,106 @@ async fn job_output(
     State(service): State<Service>,
     Account(account): Account,
     PathParams((id, path)): PathParams<(String, String)>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let output = service.output(&account, &id, None, &path).await?;
-    download(&service, &output).await
+    download(&service, &output, &headers).await
 }
 
 async fn task_output(
     State(service): State<Service>,
     Account(account): Account,
     PathParams((id, name, path)): PathParams<(String, String, String)>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let output = service.output(&account, &id, Some(&name), &path).await?;
-    download(&service, &output).await
+    download(&service, &output, &headers).await
 }
 
-async fn download(service: &Service, output: &Output) -> ApiResult<Response> {
-    let stream = service.read_file(&output.sha256).await?;
+/// An output's content: whole, or the one byte range a `Range` header
+/// asks for (several ranges, or an `If-Range` naming other content, get the
+/// whole file).
+async fn download(service: &Service, output: &Output, headers: &HeaderMap) -> ApiResult<Response> {
+    let etag = format!("\"{}\"", output.sha256);
+    let range = requested_range(headers, &etag, output.size)?;
     let filename = output.path.rsplit('/').next().unwrap_or("output");
+    let mut response_headers = HeaderMap::new();
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response_headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!(
+            "attachment; filename=\"{}\"",
+            filename.replace('"', "")
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment")),
+    );
+    response_headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static("\"\"")),
+    );
+    response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let to_io = |e: Error| std::io::Error::other(e.to_string());
+    let Some(range) = range else {
+        let stream = service.read_file(&output.sha256).await?;
+        response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(output.size));
+        return Ok((response_headers, Body::from_stream(stream.map_err(to_io))).into_response());
+    };
+    let (first, last) = (*range.start(), *range.end());
+    let stream = service.read_range(&output.sha256, first..last + 1).await?;
+    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last + 1 - first));
+    response_headers.insert(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&format!("bytes {first}-{last}/{}", output.size))
+            .expect("digits and punctuation"),
+    );
     Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            ),
-            (header::CONTENT_LENGTH, HeaderValue::from(output.size)),
-            (
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&format!(
-                    "attachment; filename=\"{}\"",
-                    filename.replace('"', "")
-                ))
-                .unwrap_or_else(|_| HeaderValue::from_static("attachment")),
-            ),
-            (
-                header::ETAG,
-                HeaderValue::from_str(&format!("\"{}\"", output.sha256))
-                    .unwrap_or_else(|_| HeaderValue::from_static("\"\"")),
-            ),
-        ],
-        Body::from_stream(stream.map_err(|e| std::io::Error::other(e.to_string()))),
+        StatusCode::PARTIAL_CONTENT,
+        response_headers,
+        Body::from_stream(stream.map_err(to_io)),
     )
         .into_response())
+}
+
+/// The byte range a request asks for, if it asks for exactly one that
+/// applies to this content; a range outside the content is refused (416).
+fn requested_range(
+    headers: &HeaderMap,
+    etag: &str,
+    size: u64,
+) -> ApiResult<Option<std::ops::RangeInclusive<u64>>> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    if headers
+        .get(header::IF_RANGE)
+        .is_some_and(|v| v.as_bytes() != etag.as_bytes())
+    {
+        return Ok(None);
+    }
+    let unsatisfiable = || ApiError {
+        status: StatusCode::RANGE_NOT_SATISFIABLE,
+        body: ErrorBody {
+            code: "range_not_satisfiable".into(),
+            message: format!(
+                "the Range header {:?} asks for bytes this {size}-byte file does not have; \
+                 give bytes=FIRST-LAST within 0-{}",
+                String::from_utf8_lossy(value.as_bytes()),
+                size.saturating_sub(1)
+            ),
+        },
+    };
+    let text = value.to_str().map_err(|_| unsatisfiable())?;
+    let mut ranges = http_range_header::parse_range_header(text)
+        .and_then(|parsed| parsed.validate(size))
+        .map_err(|_| unsatisfiable())?;
+    Ok(if ranges.len() == 1 {
+        ranges.pop()
+    } else {
+        None
+    })
 }
 
 async fn outputs_zip(
