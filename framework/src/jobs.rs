@@ -289,17 +289,28 @@ impl Service {
     /// Cancels a job: its unfinished tasks are cancelled and running
     /// attempts stopped.
     pub async fn cancel(&self, account: &str, id: &str) -> Result<Job, Error> {
-        let job = self.job_record(account, id).await?;
-        if job.state.is_finished() {
+        self.job_record(account, id).await?;
+        let now = now_ms();
+        let mut tx = self.inner.store.begin().await?;
+        // Decided by the update itself: a job that finishes meanwhile (on
+        // any replica) stays finished.
+        if !tx
+            .move_job_state(
+                id,
+                &JobState::UNFINISHED,
+                JobState::Cancelled,
+                None,
+                Some(now),
+            )
+            .await?
+        {
+            drop(tx);
+            let job = self.job_record(account, id).await?;
             return Err(Error::Conflict(format!(
                 "job {id} is already {}; only unfinished jobs can be cancelled",
                 job.state
             )));
         }
-        let now = now_ms();
-        let mut tx = self.inner.store.begin().await?;
-        tx.set_job_state(id, JobState::Cancelled, None, Some(now))
-            .await?;
         tx.cancel_tasks(id, now).await?;
         tx.commit().await?;
         self.inner.scheduler.attempts_revoked();
@@ -342,8 +353,26 @@ impl Service {
         } else {
             JobState::Running
         };
+        // Decided by the update itself, as for cancel: two reprocess
+        // requests at once requeue the tasks once.
+        if !tx
+            .move_job_state(
+                id,
+                &[JobState::Failed, JobState::Cancelled],
+                state,
+                None,
+                None,
+            )
+            .await?
+        {
+            drop(tx);
+            let job = self.job_record(account, id).await?;
+            return Err(Error::Conflict(format!(
+                "job {id} is {} now (another request reprocessed it); only failed or cancelled jobs can be reprocessed",
+                job.state
+            )));
+        }
         let requeued = tx.reprocess_tasks(id).await?;
-        tx.set_job_state(id, state, None, None).await?;
         tx.commit().await?;
         self.inner.scheduler.work_available();
         tracing::info!(job = %id, requeued, "job reprocessed");

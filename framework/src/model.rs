@@ -79,6 +79,9 @@ text_enum! {
 }
 
 impl JobState {
+    /// The states of a job that has not finished.
+    pub const UNFINISHED: [JobState; 3] = [Self::Splitting, Self::Running, Self::Merging];
+
     /// Whether the job has finished (no more work will happen unless it is reprocessed).
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)

@@ -305,8 +305,9 @@ impl Scheduler {
             }
             // An invalid plan is the splitter's, and would be again.
             Err(failure) => {
-                tx.fail_attempt(&job.id, task, &failure, false, now).await?;
-                self.fail_job(tx, job, &failure, now).await?;
+                if tx.fail_attempt(&job.id, task, &failure, false, now).await? {
+                    self.fail_job(tx, job, &failure, now).await?;
+                }
                 Ok(false)
             }
         }
@@ -320,12 +321,22 @@ impl Scheduler {
         checked: CheckedPlan,
         merge: bool,
     ) -> Result<(), Error> {
+        if !transition(
+            tx,
+            job,
+            &[JobState::Splitting],
+            JobState::Running,
+            None,
+            None,
+        )
+        .await?
+        {
+            return Ok(());
+        }
         tx.insert_tasks(&job.id, &job.pool, &checked.tasks).await?;
         tx.insert_deps(&job.id, &checked.deps).await?;
         let has_deps = !checked.deps.is_empty();
         tx.set_job_split(&job.id, checked.tasks.len() as u64, merge, has_deps)
-            .await?;
-        tx.set_job_state(&job.id, JobState::Running, None, None)
             .await?;
         job.task_count = checked.tasks.len() as u64;
         job.merge = merge;
@@ -348,7 +359,9 @@ impl Scheduler {
         let retry = failure.kind.is_retryable()
             && task.failures < job.max_task_retries
             && !job.state.is_finished();
-        tx.fail_attempt(&job.id, task, failure, retry, now).await?;
+        if !tx.fail_attempt(&job.id, task, failure, retry, now).await? {
+            return Ok(false);
+        }
         if !retry && task.kind != TaskKind::Process {
             self.fail_job(tx, job, &step_failure(task.kind, failure), now)
                 .await?;
@@ -369,9 +382,15 @@ impl Scheduler {
     ) -> Result<bool, Error> {
         let mut queued = false;
         if merged {
-            tx.set_job_state(&job.id, JobState::Completed, None, Some(now))
-                .await?;
-            job.state = JobState::Completed;
+            transition(
+                tx,
+                &mut job,
+                &[JobState::Merging],
+                JobState::Completed,
+                None,
+                Some(now),
+            )
+            .await?;
         }
         if job.has_deps && !processed.is_empty() {
             queued |= tx.release_dependents(&job.id, processed).await? > 0;
@@ -453,17 +472,17 @@ impl Scheduler {
             self.fail_job(tx, job, &failure, now).await?;
             return Ok(false);
         }
+        let running = [JobState::Running];
         if job.merge {
+            // Whoever moves the job on queues the merge, once.
+            if !transition(tx, job, &running, JobState::Merging, None, None).await? {
+                return Ok(false);
+            }
             let merge = NewTask::step(job.task_count as i64 + 1, MERGE_TASK, TaskKind::Merge);
             tx.insert_merge(&job.id, &job.pool, &merge).await?;
-            tx.set_job_state(&job.id, JobState::Merging, None, None)
-                .await?;
-            job.state = JobState::Merging;
             Ok(true)
         } else {
-            tx.set_job_state(&job.id, JobState::Completed, None, Some(now))
-                .await?;
-            job.state = JobState::Completed;
+            transition(tx, job, &running, JobState::Completed, None, Some(now)).await?;
             Ok(false)
         }
     }
@@ -475,12 +494,45 @@ impl Scheduler {
         failure: &Failure,
         now: i64,
     ) -> Result<(), Error> {
-        tx.set_job_state(&job.id, JobState::Failed, Some(failure), Some(now))
-            .await?;
-        job.state = JobState::Failed;
-        job.failure = Some(failure.clone());
+        let unfinished = JobState::UNFINISHED;
+        transition(
+            tx,
+            job,
+            &unfinished,
+            JobState::Failed,
+            Some(failure),
+            Some(now),
+        )
+        .await?;
         Ok(())
     }
+}
+
+/// Moves `job` from one of the states `from` to `to` in the database, and
+/// in `job` as well; when another writer has moved the job on meanwhile,
+/// nothing changes there and `job` learns its state. Returns whether it
+/// moved the job.
+async fn transition(
+    tx: &mut Tx,
+    job: &mut JobRecord,
+    from: &[JobState],
+    to: JobState,
+    failure: Option<&Failure>,
+    finished_at: Option<i64>,
+) -> Result<bool, Error> {
+    if tx
+        .move_job_state(&job.id, from, to, failure, finished_at)
+        .await?
+    {
+        job.state = to;
+        job.failure = failure.cloned();
+        job.finished_at = finished_at;
+        return Ok(true);
+    }
+    if let Some(now) = tx.job(&job.id).await? {
+        job.state = now.state;
+    }
+    Ok(false)
 }
 
 /// The node a task is leased to (a task the commit path handles always has

@@ -43,23 +43,8 @@ impl Fixture {
         let id = uuid::Uuid::now_v7().to_string();
         let mut tx = self.store.begin().await.unwrap();
         tx.insert_job(&JobRecord {
-            id: id.clone(),
-            account: "acct".into(),
             app: app.into(),
-            app_version: 1,
-            pool: LOCAL_POOL.into(),
-            state: JobState::Running,
-            parameters: "{}".into(),
-            inputs: "[]".into(),
-            max_task_retries: 1,
-            task_timeout_ms: 60_000,
-            merge: false,
-            has_deps: false,
-            task_count: 0,
-            counts: Default::default(),
-            failure: None,
-            created_at: 0,
-            finished_at: None,
+            ..crate::store::tests::job_record(&id, JobState::Running)
         })
         .await
         .unwrap();

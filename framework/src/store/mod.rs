@@ -186,6 +186,30 @@ pub(crate) mod tests {
         (dir, store)
     }
 
+    /// A job of app `app` version 1 of account `acct` on the local pool, in
+    /// `state`, with no tasks yet.
+    pub(crate) fn job_record(id: &str, state: crate::model::JobState) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            account: "acct".into(),
+            app: "app".into(),
+            app_version: 1,
+            pool: crate::model::LOCAL_POOL.into(),
+            state,
+            parameters: "{}".into(),
+            inputs: "[]".into(),
+            max_task_retries: 1,
+            task_timeout_ms: 60_000,
+            merge: false,
+            has_deps: false,
+            task_count: 0,
+            counts: Default::default(),
+            failure: None,
+            created_at: 0,
+            finished_at: None,
+        }
+    }
+
     #[tokio::test]
     async fn reopening_keeps_the_schema_and_data() {
         let dir = tempfile::tempdir().unwrap();

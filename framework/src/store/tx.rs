@@ -464,26 +464,34 @@ impl Tx {
         row.as_ref().map(JobRecord::from_row).transpose()
     }
 
-    /// Sets a job's state, failure and finish time.
-    pub(crate) async fn set_job_state(
+    /// Moves a job to `to` only if it is in one of the states `from` (so
+    /// that two writers cannot both decide its next state); returns whether
+    /// it did.
+    pub(crate) async fn move_job_state(
         &mut self,
         job_id: &str,
-        state: JobState,
+        from: &[JobState],
+        to: JobState,
         failure: Option<&Failure>,
         finished_at: Option<i64>,
-    ) -> Result<(), Error> {
-        sqlx::query(
+    ) -> Result<bool, Error> {
+        let states: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let sql = format!(
             "UPDATE jobs SET state = $2, failure_kind = $3, failure = $4, finished_at = $5 \
-             WHERE id = $1",
-        )
-        .bind(job_id)
-        .bind(state.as_str())
-        .bind(failure.map(|f| f.kind.as_str()))
-        .bind(failure.map(|f| f.message.as_str()))
-        .bind(finished_at)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+             WHERE id = $1 AND state IN (SELECT value FROM {})",
+            json_rows(6)
+        );
+        let moved = sqlx::query(&sql)
+            .bind(job_id)
+            .bind(to.as_str())
+            .bind(failure.map(|f| f.kind.as_str()))
+            .bind(failure.map(|f| f.message.as_str()))
+            .bind(finished_at)
+            .bind(json(&states))
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        Ok(moved == 1)
     }
 
     /// Records the outcome of a job's split.
@@ -923,7 +931,9 @@ impl Tx {
     }
 
     /// Ends a running task's attempt with a failure: back to the queue when
-    /// `retry`, failed for good otherwise.
+    /// `retry`, failed for good otherwise. Fenced like [`Tx::succeed`]: only
+    /// if the task still runs the attempt `task` read, on the same node;
+    /// returns whether it did (and so whether the failure counts).
     pub(crate) async fn fail_attempt(
         &mut self,
         job_id: &str,
@@ -931,16 +941,16 @@ impl Tx {
         failure: &Failure,
         retry: bool,
         now: i64,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let (state, finished) = if retry {
             (TaskState::Queued, None)
         } else {
             (TaskState::Failed, Some(now))
         };
-        sqlx::query(
+        let changed = sqlx::query(
             "UPDATE tasks SET state = $3, failures = failures + 1, failure_kind = $4, \
              failure = $5, finished_at = $6, node = CASE WHEN $3 = 'queued' THEN NULL ELSE node END \
-             WHERE job_id = $1 AND seq = $2",
+             WHERE job_id = $1 AND seq = $2 AND state = 'running' AND attempts = $7 AND node = $8",
         )
         .bind(job_id)
         .bind(task.seq)
@@ -948,13 +958,17 @@ impl Tx {
         .bind(failure.kind.as_str())
         .bind(failure.message.as_str())
         .bind(finished)
+        .bind(i64::from(task.attempts))
+        .bind(task.node.as_deref())
         .execute(&mut *self.tx)
-        .await?;
-        if task.kind == TaskKind::Process {
+        .await?
+        .rows_affected()
+            == 1;
+        if changed && task.kind == TaskKind::Process {
             self.adjust_counts(job_id, &CountDelta::moved(TaskState::Running, state, 1))
                 .await?;
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Counts down the dependencies of the tasks that wait on `succeeded`
@@ -1151,6 +1165,83 @@ mod tests {
         assert_eq!(again.len(), 3);
         assert!(again.iter().all(|t| t.attempts == 2));
         tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failure_counts_only_for_the_attempt_and_node_still_running_the_task() {
+        let (_dir, store) = temp_store().await;
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_tasks("j", "p", &[task(1, "a", TaskState::Queued, 0)])
+            .await
+            .unwrap();
+        tx.lease("p", "n1", 1, 1000).await.unwrap();
+        let first = tx.current_tasks("j", &[1]).await.unwrap().remove(0);
+        assert_eq!((first.attempts, first.node.as_deref()), (1, Some("n1")));
+        // The node is lost and the task runs again elsewhere, as attempt 2.
+        tx.release("n1", None, crate::store::Release::Returned)
+            .await
+            .unwrap();
+        tx.lease("p", "n2", 1, 1001).await.unwrap();
+        let failure = Failure::new(crate::model::FailureKind::GuestError, "late");
+        for stale in [
+            first.clone(),
+            CurrentTask {
+                node: Some("n1".into()),
+                attempts: 2,
+                ..first.clone()
+            },
+        ] {
+            assert!(
+                !tx.fail_attempt("j", &stale, &failure, false, 1002)
+                    .await
+                    .unwrap()
+            );
+        }
+        let now = tx.current_tasks("j", &[1]).await.unwrap().remove(0);
+        assert_eq!(
+            (now.state, now.attempts, now.failures, now.node.as_deref()),
+            (TaskState::Running, 2, 0, Some("n2")),
+            "a stale failure changed the task"
+        );
+        assert!(
+            tx.fail_attempt("j", &now, &failure, true, 1003)
+                .await
+                .unwrap()
+        );
+        let requeued = tx.current_tasks("j", &[1]).await.unwrap().remove(0);
+        assert_eq!(
+            (requeued.state, requeued.failures, requeued.node),
+            (TaskState::Queued, 1, None)
+        );
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_job_moves_state_only_from_the_states_given() {
+        let (_dir, store) = temp_store().await;
+        let mut tx = store.begin().await.unwrap();
+        let job = crate::store::tests::job_record("j", JobState::Running);
+        tx.insert_job(&job).await.unwrap();
+        let unfinished = JobState::UNFINISHED;
+        assert!(
+            tx.move_job_state("j", &unfinished, JobState::Completed, None, Some(5))
+                .await
+                .unwrap()
+        );
+        // A cancel that comes after the job completed changes nothing.
+        assert!(
+            !tx.move_job_state("j", &unfinished, JobState::Cancelled, None, Some(6))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !tx.move_job_state("nope", &unfinished, JobState::Cancelled, None, None)
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+        let now = store.job(None, "j").await.unwrap().unwrap();
+        assert_eq!((now.state, now.finished_at), (JobState::Completed, Some(5)));
     }
 
     #[tokio::test]
