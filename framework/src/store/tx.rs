@@ -746,9 +746,12 @@ impl Tx {
         if chosen.is_empty() {
             return Ok(Vec::new());
         }
+        // Still queued: another writer may have leased (or cancelled) a
+        // candidate since it was read.
         let sql = format!(
             "UPDATE tasks SET {LEASE_SET} \
-             WHERE (job_id, seq) IN (SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) FROM {}) \
+             WHERE state = 'queued' \
+             AND (job_id, seq) IN (SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) FROM {}) \
              RETURNING {LEASE_RETURNING}",
             json_rows(4)
         );
