@@ -475,10 +475,11 @@ impl Service {
         task: Option<&str>,
         path: &str,
     ) -> Result<Output, Error> {
-        self.outputs(account, id)
+        let job = self.job_record(account, id).await?;
+        self.inner
+            .store
+            .output(&job, task, path)
             .await?
-            .into_iter()
-            .find(|o| o.task.as_deref() == task && o.path == path)
             .ok_or_else(|| match task {
                 Some(t) => Error::not_found("output", format!("{t}/{path}")),
                 None => Error::not_found("output", path),

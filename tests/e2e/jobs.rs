@@ -198,6 +198,34 @@ async fn outputs_download_whole_or_by_byte_range() {
             )
         );
     }
+
+    // Outputs are found by task and path: the merge's as job outputs, a
+    // task's only under its task.
+    assert_eq!(
+        output_text(&svc.client, &job.id, None, "merged.txt").await,
+        "in-0 big.bin,listing.txt\n"
+    );
+    for (path, what) in [
+        (
+            format!("/v1/jobs/{}/tasks/in-0/outputs/nope.bin", job.id),
+            "in-0/nope.bin",
+        ),
+        (format!("/v1/jobs/{}/outputs/big.bin", job.id), "big.bin"),
+        (
+            format!("/v1/jobs/{}/tasks/_merge/outputs/merged.txt", job.id),
+            "_merge/merged.txt",
+        ),
+    ] {
+        let missing = svc
+            .client
+            .execute(svc.client.raw(reqwest::Method::GET, &path))
+            .await
+            .unwrap();
+        assert_eq!(missing.status().as_u16(), 404, "{path}");
+        let body: serde_json::Value = missing.json().await.unwrap();
+        assert_eq!(body["code"], "not_found", "{path}");
+        assert_eq!(body["message"], format!("output `{what}` was not found"));
+    }
     svc.stop().await;
 }
 

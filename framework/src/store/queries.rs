@@ -370,28 +370,40 @@ impl Store {
 
     /// Every output of a job: the merge step's as the job's own, then each task's.
     pub(crate) async fn outputs(&self, job: &JobRecord) -> Result<Vec<Output>, Error> {
-        let rows = sqlx::query(
-            "SELECT t.name, t.kind, o.path, o.digest, o.size, o.kind AS output_kind \
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTPUT_COLUMNS} \
              FROM outputs o JOIN tasks t ON t.job_id = o.job_id AND t.seq = o.seq \
-             WHERE o.job_id = $1 ORDER BY CASE WHEN t.kind = 'merge' THEN 0 ELSE 1 END, o.seq, o.path",
-        )
+             WHERE o.job_id = $1 ORDER BY CASE WHEN t.kind = 'merge' THEN 0 ELSE 1 END, o.seq, o.path"
+        ))
         .bind(&job.id)
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let kind: TaskKind = parse_column(row, "kind")?;
-                Ok(Output {
-                    task: (kind != TaskKind::Merge)
-                        .then(|| row.try_get("name"))
-                        .transpose()?,
-                    path: row.try_get("path")?,
-                    sha256: required_digest(row, "digest")?,
-                    size: row.try_get::<i64, _>("size")? as u64,
-                    kind: parse_column(row, "output_kind")?,
-                })
-            })
-            .collect()
+        rows.iter().map(output_from_row).collect()
+    }
+
+    /// One output of a job: the merge's (a job output) when `task` is
+    /// `None`, else the named task's; found by its keys, not by a scan.
+    pub(crate) async fn output(
+        &self,
+        job: &JobRecord,
+        task: Option<&str>,
+        path: &str,
+    ) -> Result<Option<Output>, Error> {
+        let which = match task {
+            None => "t.kind = 'merge'",
+            Some(_) => "t.name = $3 AND t.kind <> 'merge'",
+        };
+        let sql = format!(
+            "SELECT {OUTPUT_COLUMNS} \
+             FROM tasks t JOIN outputs o ON o.job_id = t.job_id AND o.seq = t.seq \
+             WHERE t.job_id = $1 AND o.path = $2 AND {which}"
+        );
+        let mut query = sqlx::query(&sql).bind(&job.id).bind(path);
+        if let Some(name) = task {
+            query = query.bind(name);
+        }
+        let row = query.fetch_optional(&self.read).await?;
+        row.as_ref().map(output_from_row).transpose()
     }
 
     /// The current state of some tasks of one job (read-only view).
@@ -493,4 +505,21 @@ impl Store {
         }
         Ok(counts)
     }
+}
+
+/// What an output query selects, for [`output_from_row`].
+const OUTPUT_COLUMNS: &str = "t.name, t.kind, o.path, o.digest, o.size, o.kind AS output_kind";
+
+/// An output from a row of [`OUTPUT_COLUMNS`].
+fn output_from_row(row: &AnyRow) -> Result<Output, Error> {
+    let kind: TaskKind = parse_column(row, "kind")?;
+    Ok(Output {
+        task: (kind != TaskKind::Merge)
+            .then(|| row.try_get("name"))
+            .transpose()?,
+        path: row.try_get("path")?,
+        sha256: required_digest(row, "digest")?,
+        size: row.try_get::<i64, _>("size")? as u64,
+        kind: parse_column(row, "output_kind")?,
+    })
 }
