@@ -24,7 +24,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
-use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use object_store::{GetOptions, GetRange, GetResult, ObjectStore, PutPayload, WriteMultipart};
 use tokio::io::AsyncWriteExt;
 
 use crate::digest::{Digest, HashingWriter};
@@ -306,10 +306,11 @@ impl BlobStore {
         Ok(Spooled { file, digest, size })
     }
 
-    /// The whole content of a blob.
-    pub async fn get_bytes(&self, digest: &Digest) -> Result<Bytes, Error> {
-        match self.store.get(&Self::key(digest)).await {
-            Ok(r) => Ok(r.bytes().await?),
+    /// A blob as `object_store` gives it (all of it, or the range
+    /// `options` names); a missing blob is [`Error::NotFound`].
+    async fn get(&self, digest: &Digest, options: GetOptions) -> Result<GetResult, Error> {
+        match self.store.get_opts(&Self::key(digest), options).await {
+            Ok(r) => Ok(r),
             Err(object_store::Error::NotFound { .. }) => {
                 Err(Error::not_found("file", digest.to_hex()))
             }
@@ -317,38 +318,31 @@ impl BlobStore {
         }
     }
 
-    /// A blob's content as a stream of chunks.
+    /// The whole content of a blob.
+    pub async fn get_bytes(&self, digest: &Digest) -> Result<Bytes, Error> {
+        Ok(self
+            .get(digest, GetOptions::default())
+            .await?
+            .bytes()
+            .await?)
+    }
+
+    /// A blob's content, or the part `range` names (within its size), as a
+    /// stream of chunks.
     pub async fn get_stream(
         &self,
         digest: &Digest,
-    ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Send + 'static, Error> {
-        match self.store.get(&Self::key(digest)).await {
-            Ok(r) => Ok(r.into_stream().map_err(Error::from)),
-            Err(object_store::Error::NotFound { .. }) => {
-                Err(Error::not_found("file", digest.to_hex()))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Part of a blob's content (`range` within its size) as a stream of
-    /// chunks.
-    pub async fn get_range(
-        &self,
-        digest: &Digest,
-        range: Range<u64>,
+        range: Option<Range<u64>>,
     ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Send + 'static, Error> {
         let options = GetOptions {
-            range: Some(GetRange::Bounded(range)),
+            range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        match self.store.get_opts(&Self::key(digest), options).await {
-            Ok(r) => Ok(r.into_stream().map_err(Error::from)),
-            Err(object_store::Error::NotFound { .. }) => {
-                Err(Error::not_found("file", digest.to_hex()))
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(self
+            .get(digest, options)
+            .await?
+            .into_stream()
+            .map_err(Error::from))
     }
 
     /// Copies a blob to a local file, atomically (a temporary file renamed
@@ -359,7 +353,7 @@ impl BlobStore {
             .parent()
             .ok_or_else(|| Error::Internal(format!("{} has no parent", dest.display())))?
             .to_path_buf();
-        let stream = self.get_stream(digest).await?;
+        let stream = self.get_stream(digest, None).await?;
         let (chunks, mut arriving) = tokio::sync::mpsc::channel::<Bytes>(8);
         let (expected, dest) = (*digest, dest.to_path_buf());
         let writer = tokio::task::spawn_blocking(move || -> Result<(), Error> {
@@ -385,8 +379,9 @@ impl BlobStore {
         let mut failed = None;
         while let Some(chunk) = stream.next().await {
             match chunk {
-                // The writer stopped early; it says why.
                 Ok(chunk) => {
+                    // A closed channel means the writer stopped early; it
+                    // says why.
                     if chunks.send(chunk).await.is_err() {
                         break;
                     }
@@ -629,7 +624,7 @@ mod tests {
                 std::fs::read(&dest).unwrap() == content,
                 "{name}: the copy differs"
             );
-            let streamed = collect(store.get_stream(&digest).await.unwrap()).await;
+            let streamed = collect(store.get_stream(&digest, None).await.unwrap()).await;
             assert!(streamed == content, "{name}: the stream differs");
         }
     }
@@ -640,12 +635,18 @@ mod tests {
         for (name, _dir, store) in stores().await {
             let digest = store.put_bytes(Bytes::from(content.clone())).await.unwrap();
             for range in [0..1u64, 0..100_000, 99_999..100_000, 12_345..67_890] {
-                let got = collect(store.get_range(&digest, range.clone()).await.unwrap()).await;
+                let got = collect(
+                    store
+                        .get_stream(&digest, Some(range.clone()))
+                        .await
+                        .unwrap(),
+                )
+                .await;
                 let want = &content[range.start as usize..range.end as usize];
                 assert!(&got[..] == want, "{name}: range {range:?}");
             }
             let err = store
-                .get_range(&Digest::of(b"nope"), 0..1)
+                .get_stream(&Digest::of(b"nope"), Some(0..1))
                 .await
                 .err()
                 .unwrap();

@@ -19,7 +19,7 @@ use crate::package;
 use crate::pools::PoolSpec;
 use crate::scheduler::SPLIT_TASK;
 use crate::service::Service;
-use crate::store::{JobListQuery, JobRecord, NewTask, PoolRow, TaskListQuery};
+use crate::store::{JobListQuery, JobRecord, NewTask, PoolRow, TaskListQuery, Tx};
 
 /// Default number of retries of a failed task attempt.
 pub const DEFAULT_MAX_TASK_RETRIES: u32 = 3;
@@ -294,23 +294,15 @@ impl Service {
         let mut tx = self.inner.store.begin().await?;
         // Decided by the update itself: a job that finishes meanwhile (on
         // any replica) stays finished.
-        if !tx
-            .move_job_state(
-                id,
-                &JobState::UNFINISHED,
-                JobState::Cancelled,
-                None,
-                Some(now),
-            )
-            .await?
-        {
-            drop(tx);
-            let job = self.job_record(account, id).await?;
-            return Err(Error::Conflict(format!(
-                "job {id} is already {}; only unfinished jobs can be cancelled",
-                job.state
-            )));
-        }
+        move_or_refuse(
+            &mut tx,
+            id,
+            &JobState::UNFINISHED,
+            JobState::Cancelled,
+            Some(now),
+            |state| format!("job {id} is already {state}; only unfinished jobs can be cancelled"),
+        )
+        .await?;
         tx.cancel_tasks(id, now).await?;
         tx.commit().await?;
         self.inner.scheduler.attempts_revoked();
@@ -355,23 +347,13 @@ impl Service {
         };
         // Decided by the update itself, as for cancel: two reprocess
         // requests at once requeue the tasks once.
-        if !tx
-            .move_job_state(
-                id,
-                &[JobState::Failed, JobState::Cancelled],
-                state,
-                None,
-                None,
+        let reprocessable = [JobState::Failed, JobState::Cancelled];
+        move_or_refuse(&mut tx, id, &reprocessable, state, None, |now| {
+            format!(
+                "job {id} is {now} now (another request reprocessed it); only failed or cancelled jobs can be reprocessed"
             )
-            .await?
-        {
-            drop(tx);
-            let job = self.job_record(account, id).await?;
-            return Err(Error::Conflict(format!(
-                "job {id} is {} now (another request reprocessed it); only failed or cancelled jobs can be reprocessed",
-                job.state
-            )));
-        }
+        })
+        .await?;
         let requeued = tx.reprocess_tasks(id).await?;
         tx.commit().await?;
         self.inner.scheduler.work_available();
@@ -486,22 +468,14 @@ impl Service {
             })
     }
 
-    /// A stored file's content as a stream.
+    /// A stored file's content, or the part `range` names (within its
+    /// size), as a stream.
     pub async fn read_file(
         &self,
         digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
     ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Send + 'static, Error> {
-        self.inner.blobs.get_stream(digest).await
-    }
-
-    /// Part of a stored file's content (`range` within its size) as a
-    /// stream.
-    pub async fn read_range(
-        &self,
-        digest: &Digest,
-        range: std::ops::Range<u64>,
-    ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Send + 'static, Error> {
-        self.inner.blobs.get_range(digest, range).await
+        self.inner.blobs.get_stream(digest, range).await
     }
 
     /// Every output of a job in one zip (job outputs at the root, task
@@ -545,4 +519,25 @@ impl Service {
 
 fn zip_error(e: zip::result::ZipError) -> Error {
     Error::Internal(format!("writing the zip failed: {e}"))
+}
+
+/// Moves job `id` from one of the states `from` to `to` inside `tx`, or
+/// refuses with a [`Error::Conflict`] whose message `refusal` makes from the
+/// state the job is in.
+async fn move_or_refuse(
+    tx: &mut Tx,
+    id: &str,
+    from: &[JobState],
+    to: JobState,
+    finished_at: Option<i64>,
+    refusal: impl FnOnce(JobState) -> String,
+) -> Result<(), Error> {
+    if tx.move_job_state(id, from, to, None, finished_at).await? {
+        return Ok(());
+    }
+    let job = tx
+        .job(id)
+        .await?
+        .ok_or_else(|| Error::not_found("job", id))?;
+    Err(Error::Conflict(refusal(job.state)))
 }

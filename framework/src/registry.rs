@@ -176,7 +176,7 @@ impl Service {
             self.uploaded_size(account, &digest, what).await?;
             let blobs = &self.inner.blobs;
             blobs
-                .spool(blobs.get_stream(&digest).await?, u64::MAX)
+                .spool(blobs.get_stream(&digest, None).await?, u64::MAX)
                 .await
         };
         let assembly = spool("the cloud assembly", *assembly).await?;

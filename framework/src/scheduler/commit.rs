@@ -494,11 +494,10 @@ impl Scheduler {
         failure: &Failure,
         now: i64,
     ) -> Result<(), Error> {
-        let unfinished = JobState::UNFINISHED;
         transition(
             tx,
             job,
-            &unfinished,
+            &JobState::UNFINISHED,
             JobState::Failed,
             Some(failure),
             Some(now),

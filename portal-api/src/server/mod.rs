@@ -943,24 +943,28 @@ async fn download(service: &Service, output: &Output, headers: &HeaderMap) -> Ap
         HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static("\"\"")),
     );
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let to_io = |e: Error| std::io::Error::other(e.to_string());
-    let Some(range) = range else {
-        let stream = service.read_file(&output.sha256).await?;
-        response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(output.size));
-        return Ok((response_headers, Body::from_stream(stream.map_err(to_io))).into_response());
+    let (status, bytes, length) = match range {
+        None => (StatusCode::OK, None, output.size),
+        Some(range) => {
+            let (first, last) = (*range.start(), *range.end());
+            response_headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {first}-{last}/{}", output.size))
+                    .expect("digits and punctuation"),
+            );
+            (
+                StatusCode::PARTIAL_CONTENT,
+                Some(first..last + 1),
+                last + 1 - first,
+            )
+        }
     };
-    let (first, last) = (*range.start(), *range.end());
-    let stream = service.read_range(&output.sha256, first..last + 1).await?;
-    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last + 1 - first));
-    response_headers.insert(
-        header::CONTENT_RANGE,
-        HeaderValue::from_str(&format!("bytes {first}-{last}/{}", output.size))
-            .expect("digits and punctuation"),
-    );
+    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    let stream = service.read_file(&output.sha256, bytes).await?;
     Ok((
-        StatusCode::PARTIAL_CONTENT,
+        status,
         response_headers,
-        Body::from_stream(stream.map_err(to_io)),
+        Body::from_stream(stream.map_err(|e| std::io::Error::other(e.to_string()))),
     )
         .into_response())
 }

@@ -229,7 +229,7 @@ async fn fetch_file(
 ) -> ApiResult<Response> {
     let digest = parse_digest(&sha256)?;
     check_readable(&service, &pool, &digest).await?;
-    let stream = service.blobs().get_stream(&digest).await?;
+    let stream = service.blobs().get_stream(&digest, None).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
