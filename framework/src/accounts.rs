@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{self, AuthError};
 use crate::error::Error;
 use crate::service::Service;
+use crate::store::Tx;
 
 /// The account the first start creates.
 pub const ADMIN_ACCOUNT: &str = "admin";
@@ -320,15 +321,14 @@ impl Service {
     }
 
     /// Refuses a new job when the account has its maximum of unfinished
-    /// jobs.
-    pub(crate) async fn check_pending_jobs_quota(&self, account: &str) -> Result<(), Error> {
-        if let Some(max) = self.quotas(account).await?.max_pending_jobs {
-            let pending = self.inner.store.pending_jobs(account).await?;
-            if pending >= max {
-                return Err(Error::QuotaExceeded(format!(
-                    "account `{account}` has {pending} unfinished jobs, its quota max_pending_jobs is {max}: wait for one to finish or cancel one"
-                )));
-            }
+    /// jobs; decided inside `tx`, which is to add the job.
+    pub(crate) async fn check_pending_jobs_quota(tx: &mut Tx, account: &str) -> Result<(), Error> {
+        if let Some((max, pending)) = tx.pending_jobs(account).await?
+            && pending >= max
+        {
+            return Err(Error::QuotaExceeded(format!(
+                "account `{account}` has {pending} unfinished jobs, its quota max_pending_jobs is {max}: wait for one to finish or cancel one"
+            )));
         }
         Ok(())
     }

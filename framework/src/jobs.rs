@@ -100,7 +100,6 @@ impl Service {
     /// durable when this returns.
     pub async fn submit(&self, caller: &Caller, request: SubmitJob) -> Result<Job, Error> {
         let account = caller.account.as_str();
-        self.check_pending_jobs_quota(account).await?;
         let version = self
             .app_version(account, &request.app, request.version)
             .await?;
@@ -155,6 +154,7 @@ impl Service {
         };
         let split = NewTask::step(0, SPLIT_TASK, TaskKind::Split);
         let mut tx = self.inner.store.begin().await?;
+        Self::check_pending_jobs_quota(&mut tx, account).await?;
         if let Some(auto) = &auto_pool {
             let created = tx
                 .insert_pool(&PoolRow {
@@ -320,8 +320,8 @@ impl Service {
                 job.state
             )));
         }
-        self.check_pending_jobs_quota(account).await?;
         let mut tx = self.inner.store.begin().await?;
+        Self::check_pending_jobs_quota(&mut tx, account).await?;
         if !tx.pool_exists(&job.pool).await? {
             return Err(Error::Conflict(format!(
                 "job {id} ran on the pool `{}`, which has been deleted; submit it again on another pool",

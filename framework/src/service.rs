@@ -15,11 +15,16 @@ use crate::runtime::{Runtime, RuntimeConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::Store;
 
+pub use crate::store::Database;
+
 /// Settings of a service.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
     /// Where state, files and the embedded node's cache live.
     pub data_dir: PathBuf,
+    /// Where state is kept instead of `<data_dir>/state.db` (a SQLite file
+    /// or a PostgreSQL database, which several replicas may share).
+    pub database: Option<Database>,
     /// Where files are kept instead of `<data_dir>/files` (a local folder,
     /// an Azure Blob container or an S3 bucket).
     pub storage: Option<Storage>,
@@ -58,6 +63,7 @@ impl ServiceConfig {
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             data_dir: data_dir.into(),
+            database: None,
             storage: None,
             embedded_slots: slots,
             heartbeat_interval: Duration::from_secs(1),
@@ -102,6 +108,7 @@ pub(crate) struct Inner {
 struct Background {
     node: Option<NodeHandle>,
     expiry: Option<tokio::task::JoinHandle<()>>,
+    wakeups: Vec<tokio::task::JoinHandle<()>>,
     manager: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -112,7 +119,11 @@ impl Service {
     pub async fn open(config: ServiceConfig) -> Result<Self, Error> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)?;
-        let store = Store::open_sqlite(&dir.join("state.db")).await?;
+        let database = config
+            .database
+            .clone()
+            .unwrap_or_else(|| Database::Sqlite(dir.join("state.db")));
+        let store = Store::open(&database).await?;
         let storage = config
             .storage
             .clone()
@@ -153,6 +164,7 @@ impl Service {
         let node = service.start_embedded_node()?;
         let mut background = service.background();
         background.expiry = Some(service.inner.scheduler.spawn_expiry());
+        background.wakeups = service.inner.scheduler.spawn_wakeups();
         background.manager = Some(service.inner.manager.spawn());
         background.node = node;
         drop(background);
@@ -235,12 +247,13 @@ impl Service {
     /// Stops the embedded node (committing finished work and releasing the
     /// rest) and closes the database.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        let (node, expiry, manager) = {
+        let (node, expiry, manager, wakeups) = {
             let mut background = self.background();
             (
                 background.node.take(),
                 background.expiry.take(),
                 background.manager.take(),
+                std::mem::take(&mut background.wakeups),
             )
         };
         if let Some(manager) = manager {
@@ -252,6 +265,7 @@ impl Service {
         if let Some(expiry) = expiry {
             expiry.abort();
         }
+        wakeups.iter().for_each(tokio::task::JoinHandle::abort);
         self.inner.store.close().await;
         Ok(())
     }

@@ -12,7 +12,7 @@ use tessera_framework::blobs::Storage;
 use tessera_framework::jobs::SubmitJob;
 use tessera_framework::model::{AppVersion, Job, JobState};
 pub use tessera_framework::package::testzip::{RawEntry, build as raw_zip};
-use tessera_framework::service::ServiceConfig;
+use tessera_framework::service::{Database, ServiceConfig};
 use tessera_portal_api::client::{Client, ClientError};
 use tessera_portal_api::embedded::Embedded;
 
@@ -146,6 +146,7 @@ pub fn test_config(
     config.scheduler.task_output_bytes = 64 << 20;
     config.worker = worker();
     config.storage = test_storage(dir).map(|location| Storage::parse(&location).unwrap());
+    config.database = test_database(dir).map(|location| Database::parse(&location).unwrap());
     adjust(&mut config);
     config
 }
@@ -156,16 +157,34 @@ pub fn test_config(
 /// test has its own files and a restarted service finds its own again.
 /// `None` (files under `dir`) when the variable is not set.
 pub fn test_storage(dir: &Path) -> Option<String> {
-    let base = std::env::var("TESSERA_TEST_STORAGE")
-        .ok()
-        .filter(|v| !v.is_empty())?;
-    let name = dir
+    test_place("TESSERA_TEST_STORAGE", dir)
+}
+
+/// Where the service on `dir` keeps its state when the suite runs against
+/// a PostgreSQL server: `TESSERA_TEST_DATABASE` (say
+/// `postgres://tessera@127.0.0.1:55432`) and a database named after `dir`
+/// (the service creates it). `None` (SQLite under `dir`) when the variable
+/// is not set.
+pub fn test_database(dir: &Path) -> Option<String> {
+    test_place("TESSERA_TEST_DATABASE", dir)
+}
+
+/// The place of the test on `dir` on the shared server that the variable
+/// `var` names: the server's URL, `/`, and `e2e_` with the folder's name
+/// (in lower case, letters, digits and `_` only, as database names like).
+fn test_place(var: &str, dir: &Path) -> Option<String> {
+    let base = std::env::var(var).ok().filter(|v| !v.is_empty())?;
+    let name: String = dir
         .file_name()
         .expect("a test folder has a name")
         .to_string_lossy()
-        .trim_start_matches('.')
-        .to_string();
-    Some(format!("{}/{name}", base.trim_end_matches('/')))
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '_',
+        })
+        .collect();
+    Some(format!("{}/e2e{name}", base.trim_end_matches('/')))
 }
 
 /// How nodes started by the tests run their slots: the `tessera` binary's
@@ -498,12 +517,14 @@ impl Server {
             .open(&log_path)
             .unwrap();
         let storage = test_storage(dir).map(|location| format!("--storage={location}"));
+        let database = test_database(dir).map(|location| format!("--database={location}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .arg("serve")
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--listen", listen])
             .args(storage)
+            .args(database)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

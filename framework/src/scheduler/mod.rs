@@ -55,7 +55,7 @@ use crate::protocol::{
     Assignment, AttemptKey, AttemptReport, CommitReply, Coordinator, Heartbeat, HeartbeatReply,
     NodeError, NodeRegistration, Registered, StartTaskReport, UploadSource, Uploaded,
 };
-use crate::store::Store;
+use crate::store::{Store, Wakeup};
 
 /// The name of a job's split step.
 pub const SPLIT_TASK: &str = "_split";
@@ -115,6 +115,11 @@ struct Inner {
     /// Signalled when attempts are revoked (cancellation) or nodes are
     /// asked to leave.
     revoked: Notify,
+    /// Wake-ups for other replicas, sent by [`Scheduler::spawn_wakeups`]
+    /// (several signals before one is sent make one wake-up).
+    outbox: [Notify; 2],
+    /// This replica's name in the wake-ups it sends.
+    replica: String,
     jobs: assign::JobCache,
     /// The key upload receipts are signed with.
     receipt_key: Vec<u8>,
@@ -137,6 +142,8 @@ impl Scheduler {
                 config,
                 work: Notify::new(),
                 revoked: Notify::new(),
+                outbox: [Notify::new(), Notify::new()],
+                replica: uuid::Uuid::now_v7().to_string(),
                 jobs: assign::JobCache::default(),
                 receipt_key,
                 started: tokio::time::Instant::now(),
@@ -144,14 +151,46 @@ impl Scheduler {
         })
     }
 
-    /// Wakes nodes waiting for work.
+    /// Wakes nodes waiting for work, on every replica.
     pub(crate) fn work_available(&self) {
         self.inner.work.notify_waiters();
+        self.inner.outbox[0].notify_one();
     }
 
-    /// Wakes nodes waiting to hear about revoked attempts.
+    /// Wakes nodes waiting to hear about revoked attempts, on every replica.
     pub(crate) fn attempts_revoked(&self) {
         self.inner.revoked.notify_waiters();
+        self.inner.outbox[1].notify_one();
+    }
+
+    /// Passes wake-ups between this replica and the others sharing its
+    /// database until the returned tasks are aborted (none on SQLite,
+    /// which has no other replicas).
+    pub(crate) fn spawn_wakeups(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let inner = Arc::clone(&self.inner);
+        let Some(listener) =
+            self.inner
+                .store
+                .spawn_wakeup_listener(self.inner.replica.clone(), move |wakeup| match wakeup {
+                    Wakeup::Work => inner.work.notify_waiters(),
+                    Wakeup::Revoked => inner.revoked.notify_waiters(),
+                })
+        else {
+            return Vec::new();
+        };
+        let inner = Arc::clone(&self.inner);
+        let sender = tokio::spawn(async move {
+            loop {
+                let wakeup = tokio::select! {
+                    () = inner.outbox[0].notified() => Wakeup::Work,
+                    () = inner.outbox[1].notified() => Wakeup::Revoked,
+                };
+                if let Err(e) = inner.store.send_wakeup(wakeup, &inner.replica).await {
+                    tracing::warn!(error = %e, "telling other replicas of {wakeup:?} failed");
+                }
+            }
+        });
+        vec![listener, sender]
     }
 
     /// Runs [`Scheduler::expire_silent_nodes`] periodically until the

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::Store;
+use super::{Store, Tx};
 use crate::accounts::{AccountInfo, AccountKeys, KeyName, Quotas};
 use crate::error::Error;
 use crate::model::time_from_ms;
@@ -123,21 +123,45 @@ impl Store {
 
     /// The bytes an account stores: its uploaded files.
     pub(crate) async fn stored_bytes(&self, account: &str) -> Result<u64, Error> {
-        let row = sqlx::query("SELECT COALESCE(SUM(size), 0) AS n FROM files WHERE account = $1")
-            .bind(account)
-            .fetch_one(&self.read)
-            .await?;
-        Ok(row.try_get::<i64, _>("n")? as u64)
-    }
-
-    /// How many of an account's jobs have not finished.
-    pub(crate) async fn pending_jobs(&self, account: &str) -> Result<u64, Error> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM jobs WHERE account = $1 AND finished_at IS NULL",
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS n FROM files WHERE account = $1",
         )
         .bind(account)
         .fetch_one(&self.read)
         .await?;
         Ok(row.try_get::<i64, _>("n")? as u64)
+    }
+}
+
+impl Tx {
+    /// The account's `max_pending_jobs` quota and, when it has one, how
+    /// many of its jobs have not finished. The account's row stays locked
+    /// until the transaction ends, so that two submissions cannot both
+    /// take the last place.
+    pub(crate) async fn pending_jobs(
+        &mut self,
+        account: &str,
+    ) -> Result<Option<(u64, u64)>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT max_pending_jobs FROM accounts WHERE name = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(account)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some(max) = row
+            .map(|r| quota(&r, "max_pending_jobs"))
+            .transpose()?
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE account = $1 AND finished_at IS NULL",
+        )
+        .bind(account)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(Some((max, row.try_get::<i64, _>("n")? as u64)))
     }
 }

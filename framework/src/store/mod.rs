@@ -3,10 +3,11 @@
 //! Everything Tessera must not forget (applications, files, jobs, tasks,
 //! attempts, outputs, nodes, accounts, pools) lives in a SQL database reached through
 //! `sqlx::AnyPool`, so the same statements serve SQLite (the embedded default)
-//! and, later, PostgreSQL. The SQL is kept portable: `$n` placeholders,
-//! `BIGINT`/`TEXT`/`REAL` columns, times as milliseconds since the epoch,
-//! JSON documents as text, `RETURNING` and row values where both dialects have
-//! them.
+//! and PostgreSQL (for several replicas). The SQL is kept portable: `$n`
+//! placeholders, `BIGINT`/`TEXT` columns (flags as 0/1), times as
+//! milliseconds since the epoch, JSON documents as text, sums cast to
+//! `BIGINT`, `RETURNING` and row values; the few places the dialects differ
+//! are [`Dialect`]'s methods, and each has its own migrations folder.
 //!
 //! Reads go through [`Store`]. Writes that belong together happen inside a
 //! [`Tx`], which the scheduler and the job service drive so that one logical
@@ -15,39 +16,109 @@
 //! single-statement writes (creating an account or a pool) are `Store`
 //! methods of their own. Each file holds one area: `tx` jobs and tasks,
 //! `nodes` nodes and their leases, `pools`, `accounts`, `queries` the
-//! reads of jobs, tasks and outputs.
+//! reads of jobs, tasks and outputs, `dialect` the SQL that differs.
 
 mod accounts;
+mod dialect;
 mod nodes;
 mod pools;
 mod queries;
 mod tx;
+mod wakeups;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::MigrateDatabase;
 use sqlx::{AnyPool, Executor, Row};
+
+pub(crate) use dialect::Dialect;
 
 pub(crate) use nodes::{Lease, NodeRow, Release};
 pub(crate) use pools::{ManagedPool, PoolRow};
 pub(crate) use queries::{JobListQuery, TaskListQuery};
 pub(crate) use tx::{AttemptRecord, CurrentTask, JobRecord, LeasedTask, NewTask, Tx};
+pub(crate) use wakeups::Wakeup;
 
 use crate::error::Error;
+
+/// Where the service keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (the default: `<data dir>/state.db`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its `postgres://` URL; several replicas
+    /// may share it.
+    Postgres(String),
+}
+
+impl Database {
+    /// Reads a database location: `postgres://…` or `postgresql://…`,
+    /// `sqlite://path`, or a path to a SQLite file.
+    pub fn parse(location: &str) -> Result<Self, Error> {
+        match location.split_once("://") {
+            None if location.is_empty() => {
+                Err(Error::Config("the database location is empty".into()))
+            }
+            None => Ok(Self::Sqlite(PathBuf::from(location))),
+            Some(("sqlite", path)) => Ok(Self::Sqlite(PathBuf::from(path))),
+            Some(("postgres" | "postgresql", _)) => Ok(Self::Postgres(location.to_string())),
+            Some((other, _)) => Err(Error::Config(format!(
+                "the database location has the unknown scheme `{other}`: give \
+                 postgres://user:password@host/database or a SQLite file's path"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    /// The location without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "{}", path.display()),
+            Self::Postgres(url) => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+                let Some((userinfo, host)) = rest.rsplit_once('@') else {
+                    return write!(f, "{url}");
+                };
+                match userinfo.split_once(':') {
+                    Some((user, _)) => write!(f, "{scheme}://{user}:***@{host}"),
+                    None => write!(f, "{url}"),
+                }
+            }
+        }
+    }
+}
 
 /// A handle on the state database; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Store {
     /// Connections for reads (SQLite in WAL mode lets them run beside a writer).
     read: AnyPool,
-    /// The single writer connection: SQLite allows one writer at a time, and
-    /// queueing in the pool is cheaper than retrying on `SQLITE_BUSY`.
+    /// The single writer connection of this process: SQLite allows one
+    /// writer at a time, and queueing in the pool is cheaper than retrying
+    /// on `SQLITE_BUSY`; on PostgreSQL it keeps this replica's transactions
+    /// from waiting on each other (replicas are made safe by the
+    /// statements themselves: fenced and conditional updates, row locks).
     write: AnyPool,
+    dialect: Dialect,
+    /// The PostgreSQL URL, for the connection that listens for other
+    /// replicas' wake-ups.
+    postgres: Option<String>,
 }
 
 impl Store {
+    /// Opens (creating if needed) the database and brings its schema up
+    /// to date.
+    pub(crate) async fn open(database: &Database) -> Result<Self, Error> {
+        match database {
+            Database::Sqlite(path) => Self::open_sqlite(path).await,
+            Database::Postgres(url) => Self::open_postgres(url).await,
+        }
+    }
+
     /// Opens (creating if needed) the SQLite database at `path` and brings its
     /// schema up to date.
     pub(crate) async fn open_sqlite(path: &Path) -> Result<Self, Error> {
@@ -82,12 +153,61 @@ impl Store {
         let write = connect(1).await?;
         sqlx::migrate!("migrations/sqlite").run(&write).await?;
         let read = connect(4).await?;
-        Ok(Self { read, write })
+        Ok(Self {
+            read,
+            write,
+            dialect: Dialect::Sqlite,
+            postgres: None,
+        })
+    }
+
+    /// Opens the PostgreSQL database at `url`, creating it if the server
+    /// has none of that name, and brings its schema up to date (replicas
+    /// starting at once take turns: the migrations hold a lock).
+    async fn open_postgres(url: &str) -> Result<Self, Error> {
+        sqlx::any::install_default_drivers();
+        let unreachable = |e: sqlx::Error| {
+            Error::Config(format!(
+                "cannot reach the PostgreSQL database {}: {e}; check that the server runs \
+                 and that the URL's host, port, user and password are right",
+                Database::Postgres(url.to_string())
+            ))
+        };
+        if !sqlx::Postgres::database_exists(url)
+            .await
+            .map_err(unreachable)?
+            && let Err(e) = sqlx::Postgres::create_database(url).await
+        {
+            // Another replica may have created it first.
+            let duplicate = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|code| code == "42P04");
+            if !duplicate {
+                return Err(unreachable(e));
+            }
+        }
+        let connect = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect(url)
+        };
+        let write = connect(1).await.map_err(unreachable)?;
+        sqlx::migrate!("migrations/postgres").run(&write).await?;
+        let read = connect(4).await?;
+        Ok(Self {
+            read,
+            write,
+            dialect: Dialect::Postgres,
+            postgres: Some(url.to_string()),
+        })
     }
 
     /// Starts a write transaction.
     pub(crate) async fn begin(&self) -> Result<Tx, Error> {
-        Ok(Tx::new(self.write.begin().await?))
+        Ok(Tx::new(self.write.begin().await?, self.dialect))
     }
 
     /// The service secret called `name`: random bytes made on first use and
@@ -177,13 +297,32 @@ fn parse_failure(row: &AnyRow) -> Result<Option<crate::model::Failure>, Error> {
 pub(crate) mod tests {
     use super::*;
 
-    /// Opens a store in a fresh temporary directory.
-    pub(crate) async fn temp_store() -> (tempfile::TempDir, Store) {
+    /// A fresh database of every state backend there is to test: SQLite
+    /// in a temporary folder always, and a new database on the PostgreSQL
+    /// server `TESSERA_TEST_POSTGRES` names (`postgres://user@host:port`),
+    /// when it is set (a test says so when it is not).
+    pub(crate) fn test_databases() -> Vec<(tempfile::TempDir, Database)> {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("state.db"))
-            .await
-            .unwrap();
-        (dir, store)
+        let sqlite = Database::Sqlite(dir.path().join("state.db"));
+        let mut out = vec![(dir, sqlite)];
+        match std::env::var("TESSERA_TEST_POSTGRES") {
+            Ok(server) if !server.is_empty() => {
+                let name = format!("tessera_unit_{}", uuid::Uuid::now_v7().simple());
+                let url = format!("{}/{name}", server.trim_end_matches('/'));
+                out.push((tempfile::tempdir().unwrap(), Database::Postgres(url)));
+            }
+            _ => eprintln!("SKIPPED on PostgreSQL: TESSERA_TEST_POSTGRES is not set"),
+        }
+        out
+    }
+
+    /// A fresh store of every state backend (see [`test_databases`]).
+    pub(crate) async fn temp_stores() -> Vec<(tempfile::TempDir, Store)> {
+        let mut out = Vec::new();
+        for (dir, database) in test_databases() {
+            out.push((dir, Store::open(&database).await.unwrap()));
+        }
+        out
     }
 
     /// A job of app `app` version 1 of account `acct` on the local pool, in
@@ -212,28 +351,60 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn reopening_keeps_the_schema_and_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        {
-            let store = Store::open_sqlite(&path).await.unwrap();
+        for (_dir, database) in test_databases() {
+            let store = Store::open(&database).await.unwrap();
             let mut tx = store.begin().await.unwrap();
             tx.record_file("acct", &crate::digest::Digest::of(b"x"), 1)
                 .await
                 .unwrap();
             tx.commit().await.unwrap();
             store.close().await;
+            let store = Store::open(&database).await.unwrap();
+            let missing = store
+                .missing_files(
+                    "acct",
+                    &[
+                        crate::digest::Digest::of(b"x"),
+                        crate::digest::Digest::of(b"y"),
+                    ],
+                )
+                .await
+                .unwrap();
+            assert_eq!(missing, vec![crate::digest::Digest::of(b"y")]);
         }
-        let store = Store::open_sqlite(&path).await.unwrap();
-        let missing = store
-            .missing_files(
-                "acct",
-                &[
-                    crate::digest::Digest::of(b"x"),
-                    crate::digest::Digest::of(b"y"),
-                ],
-            )
-            .await
-            .unwrap();
-        assert_eq!(missing, vec![crate::digest::Digest::of(b"y")]);
+    }
+
+    #[test]
+    fn database_locations_are_read_and_shown_without_passwords() {
+        let pg = Database::parse("postgres://tessera:s3cret@db.example:5432/tessera").unwrap();
+        assert_eq!(
+            pg,
+            Database::Postgres("postgres://tessera:s3cret@db.example:5432/tessera".into())
+        );
+        assert_eq!(
+            pg.to_string(),
+            "postgres://tessera:***@db.example:5432/tessera"
+        );
+        assert_eq!(
+            Database::parse("postgresql://db/t").unwrap().to_string(),
+            "postgresql://db/t"
+        );
+        assert_eq!(
+            Database::parse("sqlite:///var/lib/tessera/state.db").unwrap(),
+            Database::Sqlite("/var/lib/tessera/state.db".into())
+        );
+        assert_eq!(
+            Database::parse("state.db").unwrap(),
+            Database::Sqlite("state.db".into())
+        );
+        let e = Database::parse("mysql://db/t").unwrap_err();
+        assert_eq!(e.code(), "invalid_config");
+        assert!(e.to_string().contains("unknown scheme `mysql`"), "{e}");
+        assert!(
+            Database::parse("")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
     }
 }

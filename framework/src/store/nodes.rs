@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::tx::{AttemptRecord, CountDelta, json, json_rows};
+use super::tx::{AttemptRecord, CountDelta, json};
 use super::{LogRef, Tx, parse_column};
 use crate::error::Error;
 use crate::model::{Failure, FailureKind, NodeState, TaskKind, TaskState};
@@ -244,7 +244,7 @@ impl Tx {
             format!(
                 " AND (job_id, seq, attempts) IN (SELECT value ->> 'job_id', \
                  CAST(value ->> 'seq' AS BIGINT), CAST(value ->> 'attempt' AS BIGINT) FROM {})",
-                json_rows(6)
+                self.dialect.json_rows(6)
             )
         } else {
             String::new()
@@ -357,7 +357,7 @@ struct LeaseRow<'a> {
 mod tests {
     use super::*;
     use crate::store::NewTask;
-    use crate::store::tests::temp_store;
+    use crate::store::tests::temp_stores;
 
     fn registration(pool: &str) -> NodeRegistration {
         NodeRegistration {
@@ -381,102 +381,104 @@ mod tests {
 
     #[tokio::test]
     async fn lost_leases_requeue_until_the_bound_then_fail_with_node_lost() {
-        let (_dir, store) = temp_store().await;
-        let mut tx = store.begin().await.unwrap();
-        assert!(
-            tx.insert_node("n1", &registration("p"), NodeState::Idle, 0)
+        for (_dir, store) in temp_stores().await {
+            let mut tx = store.begin().await.unwrap();
+            assert!(
+                tx.insert_node("n1", &registration("p"), NodeState::Idle, 0)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !tx.insert_node("n1", &registration("p"), NodeState::Idle, 0)
+                    .await
+                    .unwrap(),
+                "ids are unique"
+            );
+            tx.insert_tasks("j", "p", &[queued(1), queued(2)])
                 .await
-                .unwrap()
-        );
-        assert!(
-            !tx.insert_node("n1", &registration("p"), NodeState::Idle, 0)
-                .await
-                .unwrap(),
-            "ids are unique"
-        );
-        tx.insert_tasks("j", "p", &[queued(1), queued(2)])
-            .await
-            .unwrap();
-        let lost = |now| Release::Lost {
-            max_losses: 2,
-            now,
-            why: "it stopped answering",
-        };
-        // First loss: both requeue, with an attempt row saying why.
-        assert_eq!(tx.lease("p", "n1", 10, 100).await.unwrap().len(), 2);
-        let released = tx.release("n1", None, lost(150)).await.unwrap();
-        assert_eq!((released.requeued, released.failed.len()), (2, 0));
-        // Only the given lease is taken the second time; the other stays.
-        let leased = tx.lease("p", "n1", 10, 200).await.unwrap();
-        assert!(leased.iter().all(|t| t.attempts == 2));
-        let leases = tx.leases("n1").await.unwrap();
-        assert_eq!(leases.len(), 2);
-        let first: Vec<Lease> = leases.into_iter().filter(|l| l.seq == 1).collect();
-        let released = tx.release("n1", Some(&first), lost(250)).await.unwrap();
-        assert_eq!(released.requeued, 0);
-        assert_eq!(released.failed, vec![("j".to_owned(), TaskKind::Process)]);
-        assert_eq!(tx.count_leases("n1").await.unwrap(), 1);
-        // A lease of an attempt that is no longer current is left alone.
-        let stale = [Lease {
-            attempt: 1,
-            ..tx.leases("n1").await.unwrap().remove(0)
-        }];
-        let released = tx.release("n1", Some(&stale), lost(260)).await.unwrap();
-        assert_eq!((released.requeued, released.failed.len()), (0, 0));
-        // Returning leases never counts.
-        let released = tx.release("n1", None, Release::Returned).await.unwrap();
-        assert_eq!((released.requeued, released.failed.len()), (1, 0));
-        let job = tx.current_tasks("j", &[1, 2]).await.unwrap();
-        assert_eq!(job[0].state, TaskState::Failed);
-        assert_eq!(job[1].state, TaskState::Queued);
-        tx.commit().await.unwrap();
-        let attempts = store.attempts("j", 1).await.unwrap();
-        assert_eq!(attempts.len(), 2);
-        assert!(
-            attempts
-                .iter()
-                .all(|a| a.failure.as_ref().unwrap().kind == FailureKind::NodeLost),
-            "{attempts:?}"
-        );
-        let failed = store.task("j", "t1").await.unwrap().unwrap().1;
-        assert_eq!(failed.failure.unwrap().kind, FailureKind::NodeLost);
-        assert_eq!(store.attempts("j", 2).await.unwrap().len(), 1);
+                .unwrap();
+            let lost = |now| Release::Lost {
+                max_losses: 2,
+                now,
+                why: "it stopped answering",
+            };
+            // First loss: both requeue, with an attempt row saying why.
+            assert_eq!(tx.lease("p", "n1", 10, 100).await.unwrap().len(), 2);
+            let released = tx.release("n1", None, lost(150)).await.unwrap();
+            assert_eq!((released.requeued, released.failed.len()), (2, 0));
+            // Only the given lease is taken the second time; the other stays.
+            let leased = tx.lease("p", "n1", 10, 200).await.unwrap();
+            assert!(leased.iter().all(|t| t.attempts == 2));
+            let leases = tx.leases("n1").await.unwrap();
+            assert_eq!(leases.len(), 2);
+            let first: Vec<Lease> = leases.into_iter().filter(|l| l.seq == 1).collect();
+            let released = tx.release("n1", Some(&first), lost(250)).await.unwrap();
+            assert_eq!(released.requeued, 0);
+            assert_eq!(released.failed, vec![("j".to_owned(), TaskKind::Process)]);
+            assert_eq!(tx.count_leases("n1").await.unwrap(), 1);
+            // A lease of an attempt that is no longer current is left alone.
+            let stale = [Lease {
+                attempt: 1,
+                ..tx.leases("n1").await.unwrap().remove(0)
+            }];
+            let released = tx.release("n1", Some(&stale), lost(260)).await.unwrap();
+            assert_eq!((released.requeued, released.failed.len()), (0, 0));
+            // Returning leases never counts.
+            let released = tx.release("n1", None, Release::Returned).await.unwrap();
+            assert_eq!((released.requeued, released.failed.len()), (1, 0));
+            let job = tx.current_tasks("j", &[1, 2]).await.unwrap();
+            assert_eq!(job[0].state, TaskState::Failed);
+            assert_eq!(job[1].state, TaskState::Queued);
+            tx.commit().await.unwrap();
+            let attempts = store.attempts("j", 1).await.unwrap();
+            assert_eq!(attempts.len(), 2);
+            assert!(
+                attempts
+                    .iter()
+                    .all(|a| a.failure.as_ref().unwrap().kind == FailureKind::NodeLost),
+                "{attempts:?}"
+            );
+            let failed = store.task("j", "t1").await.unwrap().unwrap().1;
+            assert_eq!(failed.failure.unwrap().kind, FailureKind::NodeLost);
+            assert_eq!(store.attempts("j", 2).await.unwrap().len(), 1);
+        }
     }
 
     #[tokio::test]
     async fn heartbeats_keep_nodes_live_and_say_when_they_are_unusable() {
-        let (_dir, store) = temp_store().await;
-        let mut tx = store.begin().await.unwrap();
-        tx.insert_node("n", &registration("p"), NodeState::Idle, 0)
-            .await
-            .unwrap();
-        assert_eq!(
-            tx.touch_node("n", true, None, 10).await.unwrap(),
-            Some(NodeState::Running)
-        );
-        assert_eq!(
-            tx.touch_node("n", false, Some("no slots"), 20)
+        for (_dir, store) in temp_stores().await {
+            let mut tx = store.begin().await.unwrap();
+            tx.insert_node("n", &registration("p"), NodeState::Idle, 0)
                 .await
-                .unwrap(),
-            Some(NodeState::Unusable)
-        );
-        assert_eq!(
-            tx.touch_node("n", false, None, 30).await.unwrap(),
-            Some(NodeState::Idle)
-        );
-        tx.set_node_state("n", NodeState::Leaving, None)
-            .await
-            .unwrap();
-        assert_eq!(
-            tx.touch_node("n", true, None, 40).await.unwrap(),
-            Some(NodeState::Leaving)
-        );
-        assert_eq!(tx.silent_nodes(41).await.unwrap(), vec!["n".to_owned()]);
-        assert!(tx.silent_nodes(40).await.unwrap().is_empty());
-        tx.set_node_state("n", NodeState::Offline, None)
-            .await
-            .unwrap();
-        assert_eq!(tx.touch_node("n", true, None, 50).await.unwrap(), None);
-        assert!(tx.silent_nodes(1000).await.unwrap().is_empty());
+                .unwrap();
+            assert_eq!(
+                tx.touch_node("n", true, None, 10).await.unwrap(),
+                Some(NodeState::Running)
+            );
+            assert_eq!(
+                tx.touch_node("n", false, Some("no slots"), 20)
+                    .await
+                    .unwrap(),
+                Some(NodeState::Unusable)
+            );
+            assert_eq!(
+                tx.touch_node("n", false, None, 30).await.unwrap(),
+                Some(NodeState::Idle)
+            );
+            tx.set_node_state("n", NodeState::Leaving, None)
+                .await
+                .unwrap();
+            assert_eq!(
+                tx.touch_node("n", true, None, 40).await.unwrap(),
+                Some(NodeState::Leaving)
+            );
+            assert_eq!(tx.silent_nodes(41).await.unwrap(), vec!["n".to_owned()]);
+            assert!(tx.silent_nodes(40).await.unwrap().is_empty());
+            tx.set_node_state("n", NodeState::Offline, None)
+                .await
+                .unwrap();
+            assert_eq!(tx.touch_node("n", true, None, 50).await.unwrap(), None);
+            assert!(tx.silent_nodes(1000).await.unwrap().is_empty());
+        }
     }
 }

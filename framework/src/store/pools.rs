@@ -179,9 +179,9 @@ impl Store {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM tasks WHERE pool = $1 AND state = 'queued') AS active, \
              (SELECT COUNT(*) FROM tasks WHERE state = 'running' AND pool = $1) AS running, \
-             (SELECT COALESCE(SUM(tasks_succeeded), 0) FROM jobs \
+             (SELECT CAST(COALESCE(SUM(tasks_succeeded), 0) AS BIGINT) FROM jobs \
                  WHERE pool = $1 AND finished_at IS NULL) AS succeeded, \
-             (SELECT COALESCE(SUM(tasks_failed), 0) FROM jobs \
+             (SELECT CAST(COALESCE(SUM(tasks_failed), 0) AS BIGINT) FROM jobs \
                  WHERE pool = $1 AND finished_at IS NULL) AS failed",
         )
         .bind(id)
@@ -268,12 +268,12 @@ impl Store {
         digest: &crate::digest::Digest,
     ) -> Result<bool, Error> {
         let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM files WHERE account = $1 AND digest = $2) \
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM files WHERE account = $1 AND digest = $2) \
              OR EXISTS (SELECT 1 FROM app_versions WHERE account = $1 AND \
                  (image_digest = $2 OR assembly_digest = $2 OR splitter_digest = $2 \
                   OR processor_digest = $2)) \
              OR EXISTS (SELECT 1 FROM outputs o JOIN jobs j ON j.id = o.job_id \
-                 WHERE o.digest = $2 AND j.account = $1) AS readable",
+                 WHERE o.digest = $2 AND j.account = $1) THEN 1 ELSE 0 END AS readable",
         )
         .bind(account)
         .bind(digest.to_hex())
@@ -286,6 +286,15 @@ impl Store {
     /// unfinished jobs; returns how many it has (0: deleted).
     pub(crate) async fn delete_pool(&self, id: &str) -> Result<u64, Error> {
         let mut tx = self.write.begin().await?;
+        // Wait for jobs being added to the pool (they hold its row), so
+        // that the count below sees them.
+        sqlx::query(&format!(
+            "SELECT id FROM pools WHERE id = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let row =
             sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE pool = $1 AND finished_at IS NULL")
                 .bind(id)
@@ -330,13 +339,18 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Whether a pool with this id exists.
+    /// Whether a pool with this id exists. Its row stays locked (shared)
+    /// until the transaction ends, so that the pool cannot be deleted under
+    /// a job being added to it.
     pub(crate) async fn pool_exists(&mut self, id: &str) -> Result<bool, Error> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM pools WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *self.tx)
-            .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
+        let row = sqlx::query(&format!(
+            "SELECT id FROM pools WHERE id = $1{}",
+            self.dialect.for_share()
+        ))
+        .bind(id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(row.is_some())
     }
 }
 
@@ -380,7 +394,7 @@ fn pool_spec(row: &AnyRow) -> Result<PoolSpec, Error> {
 mod tests {
     use super::PoolRow;
     use crate::pools::PoolSpec;
-    use crate::store::tests::temp_store;
+    use crate::store::tests::temp_stores;
 
     fn row<'a>(id: &'a str, account: &'a str, name: &'a str, token: &'a str) -> PoolRow<'a> {
         static SPEC: std::sync::LazyLock<PoolSpec> = std::sync::LazyLock::new(PoolSpec::default);
@@ -397,38 +411,40 @@ mod tests {
 
     #[tokio::test]
     async fn accounts_see_their_own_pools_and_the_shared_ones() {
-        let (_dir, store) = temp_store().await;
-        assert!(
-            store
-                .insert_pool(&row("alice/gpu", "alice", "gpu", "t1"))
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .insert_pool(&row("bob/gpu", "bob", "gpu", "t2"))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .insert_pool(&row("alice/gpu", "alice", "gpu", "t3"))
-                .await
-                .unwrap()
-        );
-        let ids =
-            |pools: Vec<crate::pools::Pool>| pools.into_iter().map(|p| p.id).collect::<Vec<_>>();
-        assert_eq!(
-            ids(store.pools("alice", None).await.unwrap()),
-            ["alice/gpu", "local"]
-        );
-        assert_eq!(
-            ids(store.pools("bob", Some("gpu")).await.unwrap()),
-            ["bob/gpu"]
-        );
-        assert_eq!(ids(store.pools("carol", None).await.unwrap()), ["local"]);
-        assert!(store.pools("carol", Some("gpu")).await.unwrap().is_empty());
-        assert_eq!(store.delete_pool("alice/gpu").await.unwrap(), 0);
-        assert_eq!(ids(store.pools("alice", None).await.unwrap()), ["local"]);
+        for (_dir, store) in temp_stores().await {
+            assert!(
+                store
+                    .insert_pool(&row("alice/gpu", "alice", "gpu", "t1"))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                store
+                    .insert_pool(&row("bob/gpu", "bob", "gpu", "t2"))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .insert_pool(&row("alice/gpu", "alice", "gpu", "t3"))
+                    .await
+                    .unwrap()
+            );
+            let ids = |pools: Vec<crate::pools::Pool>| {
+                pools.into_iter().map(|p| p.id).collect::<Vec<_>>()
+            };
+            assert_eq!(
+                ids(store.pools("alice", None).await.unwrap()),
+                ["alice/gpu", "local"]
+            );
+            assert_eq!(
+                ids(store.pools("bob", Some("gpu")).await.unwrap()),
+                ["bob/gpu"]
+            );
+            assert_eq!(ids(store.pools("carol", None).await.unwrap()), ["local"]);
+            assert!(store.pools("carol", Some("gpu")).await.unwrap().is_empty());
+            assert_eq!(store.delete_pool("alice/gpu").await.unwrap(), 0);
+            assert_eq!(ids(store.pools("alice", None).await.unwrap()), ["local"]);
+        }
     }
 }

@@ -4,8 +4,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::LogRef;
+use super::tx::json;
 use super::tx::{CurrentTask, JOB_COLUMNS, JobRecord, select_current_tasks};
-use super::tx::{json, json_rows};
 use super::{Store, parse_column, parse_digest, parse_failure, parse_json};
 use crate::digest::Digest;
 use crate::error::Error;
@@ -167,7 +167,7 @@ impl Store {
     ) -> Result<Vec<Digest>, Error> {
         let sql = format!(
             "SELECT digest FROM files WHERE account = $1 AND digest IN (SELECT value FROM {})",
-            json_rows(2)
+            self.dialect.json_texts(2)
         );
         let hex: Vec<String> = digests.iter().map(Digest::to_hex).collect();
         let rows = sqlx::query(&sql)
@@ -413,7 +413,7 @@ impl Store {
         seqs: &[i64],
     ) -> Result<Vec<CurrentTask>, Error> {
         let mut conn = self.read.acquire().await?;
-        select_current_tasks(&mut conn, job_id, seqs).await
+        select_current_tasks(&mut conn, self.dialect, job_id, seqs).await
     }
 
     /// The outputs of the tasks that task `seq` depends on, as files under

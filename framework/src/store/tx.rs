@@ -6,8 +6,8 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::LogRef;
 use super::parse_column;
+use super::{Dialect, LogRef};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::model::{Failure, JobState, OutputKind, TaskKind, TaskState};
@@ -220,24 +220,17 @@ pub(crate) struct AttemptRecord<'a> {
 /// Most rows sent in one JSON array parameter.
 const JSON_CHUNK: usize = 10_000;
 
-/// The rows of the JSON array in parameter `$n`, each as `value`. Bulk
-/// statements take their rows this way so that their text is fixed (and
-/// prepared once) whatever the number of rows. PostgreSQL's form is
-/// `json_array_elements($n::json) AS rows(value)`.
-pub(super) fn json_rows(n: usize) -> String {
-    format!("json_each(${n})")
-}
-
 /// Reads the commit-relevant state of some tasks of one job.
 pub(super) async fn select_current_tasks(
     conn: &mut AnyConnection,
+    dialect: Dialect,
     job_id: &str,
     seqs: &[i64],
 ) -> Result<Vec<CurrentTask>, Error> {
     let sql = format!(
         "SELECT seq, kind, state, attempts, failures, node FROM tasks \
          WHERE job_id = $1 AND seq IN (SELECT CAST(value AS BIGINT) FROM {})",
-        json_rows(2)
+        dialect.json_rows(2)
     );
     let mut out = Vec::with_capacity(seqs.len());
     for chunk in seqs.chunks(JSON_CHUNK) {
@@ -284,16 +277,6 @@ fn values_pieces<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// `(?, …), (…)`: the placeholders of `rows` rows of `columns` values.
-/// Anonymous ones: SQLite finds a numbered (`$n`) parameter's name by a
-/// linear search, which made binding a statement of thousands of them take
-/// quadratic time. A statement using these binds every value in order and
-/// uses no numbered parameter.
-fn values_list(rows: usize, columns: usize) -> String {
-    let row = format!("({})", vec!["?"; columns].join(", "));
-    vec![row; rows].join(", ")
-}
-
 /// A value of a row to insert.
 enum Value<'a> {
     Text(Option<&'a str>),
@@ -310,6 +293,7 @@ type InsertRow<'a, const N: usize> = [(&'static str, Value<'a>); N];
 /// values (an `ON CONFLICT` clause, say).
 async fn insert_rows<const N: usize>(
     conn: &mut AnyConnection,
+    dialect: Dialect,
     table: &str,
     tail: &str,
     rows: &[InsertRow<'_, N>],
@@ -322,7 +306,7 @@ async fn insert_rows<const N: usize>(
     for piece in values_pieces(rows) {
         let sql = format!(
             "INSERT INTO {table} ({columns}) VALUES {} {tail}",
-            values_list(piece.len(), N)
+            dialect.values_list(piece.len(), N)
         );
         let mut query = sqlx::query(&sql);
         for (_, value) in piece.iter().flatten() {
@@ -347,11 +331,12 @@ const LEASE_RETURNING: &str = "job_id, seq, name, kind, attempts, parameters, in
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
 pub(crate) struct Tx {
     pub(super) tx: Transaction<'static, Any>,
+    pub(super) dialect: Dialect,
 }
 
 impl Tx {
-    pub(super) fn new(tx: Transaction<'static, Any>) -> Self {
-        Self { tx }
+    pub(super) fn new(tx: Transaction<'static, Any>, dialect: Dialect) -> Self {
+        Self { tx, dialect }
     }
 
     /// Makes every change durable.
@@ -479,7 +464,7 @@ impl Tx {
         let sql = format!(
             "UPDATE jobs SET state = $2, failure_kind = $3, failure = $4, finished_at = $5 \
              WHERE id = $1 AND state IN (SELECT value FROM {})",
-            json_rows(6)
+            self.dialect.json_texts(6)
         );
         let moved = sqlx::query(&sql)
             .bind(job_id)
@@ -590,7 +575,7 @@ impl Tx {
                 ]
             })
             .collect();
-        insert_rows(&mut self.tx, "tasks", "", &rows).await?;
+        insert_rows(&mut self.tx, self.dialect, "tasks", "", &rows).await?;
         self.adjust_counts(job_id, &counts).await
     }
 
@@ -603,7 +588,7 @@ impl Tx {
         let sql = format!(
             "INSERT INTO task_deps (job_id, dep_seq, seq) \
              SELECT $1, CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT) FROM {}",
-            json_rows(2)
+            self.dialect.json_rows(2)
         );
         for chunk in deps.chunks(JSON_CHUNK) {
             sqlx::query(&sql)
@@ -626,14 +611,16 @@ impl Tx {
     ) -> Result<Vec<LeasedTask>, Error> {
         let rooms = self.running_task_rooms().await?;
         let rows = if rooms.is_empty() {
-            // PostgreSQL will add `FOR UPDATE SKIP LOCKED` to the inner
-            // SELECT so that replicas leasing at once never take the same
-            // rows.
+            // The rows are picked once (a materialized CTE): PostgreSQL
+            // may run a subquery under `IN` more than once, and with `SKIP
+            // LOCKED` each run may pick other rows.
             sqlx::query(&format!(
-                "UPDATE tasks SET {LEASE_SET} \
-                 WHERE (job_id, seq) IN (SELECT job_id, seq FROM tasks \
-                     WHERE pool = $1 AND state = 'queued' ORDER BY pool, job_id, seq LIMIT $4) \
-                 RETURNING {LEASE_RETURNING}"
+                "WITH picked AS MATERIALIZED (SELECT job_id, seq FROM tasks \
+                     WHERE pool = $1 AND state = 'queued' ORDER BY pool, job_id, seq LIMIT $4{}) \
+                 UPDATE tasks SET {LEASE_SET} \
+                 WHERE state = 'queued' AND (job_id, seq) IN (SELECT job_id, seq FROM picked) \
+                 RETURNING {LEASE_RETURNING}",
+                self.dialect.skip_locked()
             ))
             .bind(pool)
             .bind(node)
@@ -688,7 +675,8 @@ impl Tx {
     /// of its tasks may run (zero or less: none).
     async fn running_task_rooms(&mut self) -> Result<HashMap<String, i64>, Error> {
         let rows = sqlx::query(
-            "SELECT a.name AS account, a.max_running_tasks - COALESCE(SUM(j.tasks_running), 0) AS room \
+            "SELECT a.name AS account, \
+             a.max_running_tasks - CAST(COALESCE(SUM(j.tasks_running), 0) AS BIGINT) AS room \
              FROM accounts a LEFT JOIN jobs j ON j.account = a.name AND j.finished_at IS NULL \
              WHERE a.max_running_tasks IS NOT NULL GROUP BY a.name, a.max_running_tasks",
         )
@@ -720,8 +708,9 @@ impl Tx {
             "SELECT t.job_id, t.seq, t.kind, j.account FROM tasks t JOIN jobs j ON j.id = t.job_id \
              WHERE t.pool = $1 AND t.state = 'queued' \
              AND (t.kind <> 'process' OR j.account NOT IN (SELECT value FROM {})) \
-             ORDER BY t.pool, t.job_id, t.seq LIMIT $3",
-            json_rows(2)
+             ORDER BY t.pool, t.job_id, t.seq LIMIT $3{}",
+            self.dialect.json_texts(2),
+            self.dialect.skip_locked_of("t")
         );
         let candidates = sqlx::query(&sql)
             .bind(pool)
@@ -753,7 +742,7 @@ impl Tx {
              WHERE state = 'queued' \
              AND (job_id, seq) IN (SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) FROM {}) \
              RETURNING {LEASE_RETURNING}",
-            json_rows(4)
+            self.dialect.json_rows(4)
         );
         Ok(sqlx::query(&sql)
             .bind(pool)
@@ -770,7 +759,7 @@ impl Tx {
         job_id: &str,
         seqs: &[i64],
     ) -> Result<Vec<CurrentTask>, Error> {
-        select_current_tasks(&mut self.tx, job_id, seqs).await
+        select_current_tasks(&mut self.tx, self.dialect, job_id, seqs).await
     }
 
     /// Marks running tasks as succeeded, but only those whose current
@@ -789,7 +778,7 @@ impl Tx {
              WHERE job_id = $1 AND state = 'running' AND node = $3 AND (seq, attempts) IN \
              (SELECT CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT) FROM {}) \
              RETURNING seq, kind",
-            json_rows(4)
+            self.dialect.json_rows(4)
         );
         let mut done = Vec::with_capacity(attempts.len());
         for chunk in attempts.chunks(JSON_CHUNK) {
@@ -862,6 +851,7 @@ impl Tx {
             .collect();
         insert_rows(
             &mut self.tx,
+            self.dialect,
             "attempts",
             "ON CONFLICT (job_id, seq, attempt) DO NOTHING",
             &rows,
@@ -882,7 +872,7 @@ impl Tx {
             "SELECT seq, attempt FROM attempts WHERE job_id = $1 AND node = $2 \
              AND (failure_kind IS NULL OR failure_kind <> 'node_lost') AND (seq, attempt) IN \
              (SELECT CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT) FROM {})",
-            json_rows(3)
+            self.dialect.json_rows(3)
         );
         let mut found = Vec::new();
         for chunk in attempts.chunks(JSON_CHUNK) {
@@ -926,6 +916,7 @@ impl Tx {
             .collect();
         insert_rows(
             &mut self.tx,
+            self.dialect,
             "outputs",
             "ON CONFLICT (job_id, seq, path) DO NOTHING",
             &rows,
@@ -995,7 +986,7 @@ impl Tx {
              WHERE job_id = $1 AND seq IN (SELECT seq FROM task_deps WHERE job_id = $1 \
                  AND dep_seq IN (SELECT CAST(value AS BIGINT) FROM {rows})) \
              RETURNING state",
-            rows = json_rows(2)
+            rows = self.dialect.json_rows(2)
         );
         let mut queued = 0;
         for chunk in succeeded.chunks(JSON_CHUNK) {
@@ -1123,7 +1114,7 @@ impl Tx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::temp_store;
+    use crate::store::tests::temp_stores;
 
     fn task(seq: i64, name: &str, state: TaskState, deps: i64) -> NewTask {
         NewTask {
@@ -1141,137 +1132,141 @@ mod tests {
 
     #[tokio::test]
     async fn lease_takes_oldest_queued_and_bumps_the_fencing_token() {
-        let (_dir, store) = temp_store().await;
-        let mut tx = store.begin().await.unwrap();
-        let tasks: Vec<_> = (1..=5)
-            .map(|i| task(i, &format!("t{i}"), TaskState::Queued, 0))
-            .collect();
-        tx.insert_tasks("job-b", "p", &tasks).await.unwrap();
-        tx.insert_tasks("job-a", "p", &tasks[..2]).await.unwrap();
-        tx.insert_tasks("job-c", "other", &tasks[..2])
-            .await
-            .unwrap();
-        let leased = tx.lease("p", "n1", 3, 1000).await.unwrap();
-        let got: Vec<_> = leased.iter().map(|t| (t.job_id.as_str(), t.seq)).collect();
-        assert_eq!(got, vec![("job-a", 1), ("job-a", 2), ("job-b", 1)]);
-        assert!(leased.iter().all(|t| t.attempts == 1));
-        let rest = tx.lease("p", "n2", 100, 1001).await.unwrap();
-        assert_eq!(rest.len(), 4, "the four left in pool p");
-        assert!(tx.lease("p", "n2", 100, 1002).await.unwrap().is_empty());
-        // Losing the node puts its tasks back, and the next lease is attempt 2.
-        let released = tx
-            .release("n1", None, crate::store::Release::Returned)
-            .await
-            .unwrap();
-        assert_eq!(released.requeued, 3);
-        let again = tx.lease("p", "n3", 100, 1003).await.unwrap();
-        assert_eq!(again.len(), 3);
-        assert!(again.iter().all(|t| t.attempts == 2));
-        tx.commit().await.unwrap();
+        for (_dir, store) in temp_stores().await {
+            let mut tx = store.begin().await.unwrap();
+            let tasks: Vec<_> = (1..=5)
+                .map(|i| task(i, &format!("t{i}"), TaskState::Queued, 0))
+                .collect();
+            tx.insert_tasks("job-b", "p", &tasks).await.unwrap();
+            tx.insert_tasks("job-a", "p", &tasks[..2]).await.unwrap();
+            tx.insert_tasks("job-c", "other", &tasks[..2])
+                .await
+                .unwrap();
+            let leased = tx.lease("p", "n1", 3, 1000).await.unwrap();
+            let got: Vec<_> = leased.iter().map(|t| (t.job_id.as_str(), t.seq)).collect();
+            assert_eq!(got, vec![("job-a", 1), ("job-a", 2), ("job-b", 1)]);
+            assert!(leased.iter().all(|t| t.attempts == 1));
+            let rest = tx.lease("p", "n2", 100, 1001).await.unwrap();
+            assert_eq!(rest.len(), 4, "the four left in pool p");
+            assert!(tx.lease("p", "n2", 100, 1002).await.unwrap().is_empty());
+            // Losing the node puts its tasks back, and the next lease is attempt 2.
+            let released = tx
+                .release("n1", None, crate::store::Release::Returned)
+                .await
+                .unwrap();
+            assert_eq!(released.requeued, 3);
+            let again = tx.lease("p", "n3", 100, 1003).await.unwrap();
+            assert_eq!(again.len(), 3);
+            assert!(again.iter().all(|t| t.attempts == 2));
+            tx.commit().await.unwrap();
+        }
     }
 
     #[tokio::test]
     async fn a_failure_counts_only_for_the_attempt_and_node_still_running_the_task() {
-        let (_dir, store) = temp_store().await;
-        let mut tx = store.begin().await.unwrap();
-        tx.insert_tasks("j", "p", &[task(1, "a", TaskState::Queued, 0)])
-            .await
-            .unwrap();
-        tx.lease("p", "n1", 1, 1000).await.unwrap();
-        let first = tx.current_tasks("j", &[1]).await.unwrap().remove(0);
-        assert_eq!((first.attempts, first.node.as_deref()), (1, Some("n1")));
-        // The node is lost and the task runs again elsewhere, as attempt 2.
-        tx.release("n1", None, crate::store::Release::Returned)
-            .await
-            .unwrap();
-        tx.lease("p", "n2", 1, 1001).await.unwrap();
-        let failure = Failure::new(crate::model::FailureKind::GuestError, "late");
-        for stale in [
-            first.clone(),
-            CurrentTask {
-                node: Some("n1".into()),
-                attempts: 2,
-                ..first.clone()
-            },
-        ] {
+        for (_dir, store) in temp_stores().await {
+            let mut tx = store.begin().await.unwrap();
+            tx.insert_tasks("j", "p", &[task(1, "a", TaskState::Queued, 0)])
+                .await
+                .unwrap();
+            tx.lease("p", "n1", 1, 1000).await.unwrap();
+            let first = tx.current_tasks("j", &[1]).await.unwrap().remove(0);
+            assert_eq!((first.attempts, first.node.as_deref()), (1, Some("n1")));
+            // The node is lost and the task runs again elsewhere, as attempt 2.
+            tx.release("n1", None, crate::store::Release::Returned)
+                .await
+                .unwrap();
+            tx.lease("p", "n2", 1, 1001).await.unwrap();
+            let failure = Failure::new(crate::model::FailureKind::GuestError, "late");
+            for stale in [
+                first.clone(),
+                CurrentTask {
+                    node: Some("n1".into()),
+                    attempts: 2,
+                    ..first.clone()
+                },
+            ] {
+                assert!(
+                    !tx.fail_attempt("j", &stale, &failure, false, 1002)
+                        .await
+                        .unwrap()
+                );
+            }
+            let now = tx.current_tasks("j", &[1]).await.unwrap().remove(0);
+            assert_eq!(
+                (now.state, now.attempts, now.failures, now.node.as_deref()),
+                (TaskState::Running, 2, 0, Some("n2")),
+                "a stale failure changed the task"
+            );
             assert!(
-                !tx.fail_attempt("j", &stale, &failure, false, 1002)
+                tx.fail_attempt("j", &now, &failure, true, 1003)
                     .await
                     .unwrap()
             );
+            let requeued = tx.current_tasks("j", &[1]).await.unwrap().remove(0);
+            assert_eq!(
+                (requeued.state, requeued.failures, requeued.node),
+                (TaskState::Queued, 1, None)
+            );
+            tx.commit().await.unwrap();
         }
-        let now = tx.current_tasks("j", &[1]).await.unwrap().remove(0);
-        assert_eq!(
-            (now.state, now.attempts, now.failures, now.node.as_deref()),
-            (TaskState::Running, 2, 0, Some("n2")),
-            "a stale failure changed the task"
-        );
-        assert!(
-            tx.fail_attempt("j", &now, &failure, true, 1003)
-                .await
-                .unwrap()
-        );
-        let requeued = tx.current_tasks("j", &[1]).await.unwrap().remove(0);
-        assert_eq!(
-            (requeued.state, requeued.failures, requeued.node),
-            (TaskState::Queued, 1, None)
-        );
-        tx.commit().await.unwrap();
     }
 
     #[tokio::test]
     async fn a_job_moves_state_only_from_the_states_given() {
-        let (_dir, store) = temp_store().await;
-        let mut tx = store.begin().await.unwrap();
-        let job = crate::store::tests::job_record("j", JobState::Running);
-        tx.insert_job(&job).await.unwrap();
-        let unfinished = JobState::UNFINISHED;
-        assert!(
-            tx.move_job_state("j", &unfinished, JobState::Completed, None, Some(5))
-                .await
-                .unwrap()
-        );
-        // A cancel that comes after the job completed changes nothing.
-        assert!(
-            !tx.move_job_state("j", &unfinished, JobState::Cancelled, None, Some(6))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !tx.move_job_state("nope", &unfinished, JobState::Cancelled, None, None)
-                .await
-                .unwrap()
-        );
-        tx.commit().await.unwrap();
-        let now = store.job(None, "j").await.unwrap().unwrap();
-        assert_eq!((now.state, now.finished_at), (JobState::Completed, Some(5)));
+        for (_dir, store) in temp_stores().await {
+            let mut tx = store.begin().await.unwrap();
+            let job = crate::store::tests::job_record("j", JobState::Running);
+            tx.insert_job(&job).await.unwrap();
+            let unfinished = JobState::UNFINISHED;
+            assert!(
+                tx.move_job_state("j", &unfinished, JobState::Completed, None, Some(5))
+                    .await
+                    .unwrap()
+            );
+            // A cancel that comes after the job completed changes nothing.
+            assert!(
+                !tx.move_job_state("j", &unfinished, JobState::Cancelled, None, Some(6))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !tx.move_job_state("nope", &unfinished, JobState::Cancelled, None, None)
+                    .await
+                    .unwrap()
+            );
+            tx.commit().await.unwrap();
+            let now = store.job(None, "j").await.unwrap().unwrap();
+            assert_eq!((now.state, now.finished_at), (JobState::Completed, Some(5)));
+        }
     }
 
     #[tokio::test]
     async fn dependents_are_queued_when_all_their_dependencies_succeed() {
-        let (_dir, store) = temp_store().await;
-        let mut tx = store.begin().await.unwrap();
-        // c depends on a and b; d depends on c.
-        tx.insert_tasks(
-            "j",
-            "p",
-            &[
-                task(1, "a", TaskState::Queued, 0),
-                task(2, "b", TaskState::Queued, 0),
-                task(3, "c", TaskState::Blocked, 2),
-                task(4, "d", TaskState::Blocked, 1),
-            ],
-        )
-        .await
-        .unwrap();
-        tx.insert_deps("j", &[(1, 3), (2, 3), (3, 4)])
+        for (_dir, store) in temp_stores().await {
+            let mut tx = store.begin().await.unwrap();
+            // c depends on a and b; d depends on c.
+            tx.insert_tasks(
+                "j",
+                "p",
+                &[
+                    task(1, "a", TaskState::Queued, 0),
+                    task(2, "b", TaskState::Queued, 0),
+                    task(3, "c", TaskState::Blocked, 2),
+                    task(4, "d", TaskState::Blocked, 1),
+                ],
+            )
             .await
             .unwrap();
-        assert_eq!(tx.release_dependents("j", &[1]).await.unwrap(), 0);
-        assert_eq!(tx.release_dependents("j", &[2]).await.unwrap(), 1);
-        let states = tx.current_tasks("j", &[3, 4]).await.unwrap();
-        assert_eq!(states[0].state, TaskState::Queued);
-        assert_eq!(states[1].state, TaskState::Blocked);
-        tx.commit().await.unwrap();
+            tx.insert_deps("j", &[(1, 3), (2, 3), (3, 4)])
+                .await
+                .unwrap();
+            assert_eq!(tx.release_dependents("j", &[1]).await.unwrap(), 0);
+            assert_eq!(tx.release_dependents("j", &[2]).await.unwrap(), 1);
+            let states = tx.current_tasks("j", &[3, 4]).await.unwrap();
+            assert_eq!(states[0].state, TaskState::Queued);
+            assert_eq!(states[1].state, TaskState::Blocked);
+            tx.commit().await.unwrap();
+        }
     }
 }

@@ -30,6 +30,7 @@ impl ServiceArgs {
         config.scheduler.task_memory_bytes = self.task_memory_mib << 20;
         config.scheduler.node_timeout = Duration::from_secs(self.node_timeout_secs.max(1));
         config.storage = self.storage.clone();
+        config.database = self.database.clone();
         config
     }
 }
@@ -54,13 +55,16 @@ pub(super) async fn serve(args: super::ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.service.config(data_dir.clone());
     config.public_url = args.advertise_url;
     let slots = config.embedded_slots;
-    let files = match &config.storage {
-        Some(storage) => format!(", files in {storage}"),
-        None => String::new(),
-    };
+    let mut elsewhere = String::new();
+    if let Some(database) = &config.database {
+        elsewhere.push_str(&format!(", state in {database}"));
+    }
+    if let Some(storage) = &config.storage {
+        elsewhere.push_str(&format!(", files in {storage}"));
+    }
     let embedded = Embedded::start(config, listen).await?;
     println!(
-        "Tessera is serving on {} (data in {}{files}, {slots} task slots). Stop with Ctrl-C.",
+        "Tessera is serving on {} (data in {}{elsewhere}, {slots} task slots). Stop with Ctrl-C.",
         embedded.url(),
         data_dir.display()
     );

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use tessera_framework::blobs::Storage;
+use tessera_framework::service::Database;
 
 /// The default address of `tessera serve` and of the client commands.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
@@ -93,10 +94,20 @@ pub struct ServiceArgs {
     /// S3-compatible endpoint; credentials from AWS_*).
     #[arg(long, env = "TESSERA_STORAGE", value_parser = parse_storage)]
     storage: Option<Storage>,
+    /// Where state is kept (default: the data folder's `state.db`):
+    /// `postgres://user:password@host:port/database` (PostgreSQL, which
+    /// several `tessera serve` replicas may share; the database is created
+    /// if missing) or a SQLite file's path.
+    #[arg(long, env = "TESSERA_DATABASE_URL", value_parser = parse_database)]
+    database: Option<Database>,
 }
 
 fn parse_storage(location: &str) -> Result<Storage, String> {
     Storage::parse(location).map_err(|e| e.to_string())
+}
+
+fn parse_database(location: &str) -> Result<Database, String> {
+    Database::parse(location).map_err(|e| e.to_string())
 }
 
 #[derive(Args, Debug)]
