@@ -181,7 +181,11 @@ impl Service {
                 std::fs::remove_file(&path)?;
             }
             write_credentials(&path, ADMIN_ACCOUNT, &keys.primary)?;
-            store.insert_account(&info, &keys).await?;
+            if !store.insert_account(&info, &keys).await? {
+                // Another replica sharing the database made it first: the
+                // key just written is not the admin's.
+                std::fs::remove_file(&path)?;
+            }
         }
         Ok(path)
     }

@@ -320,7 +320,7 @@ pub struct Job {
 /// A task as the API shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Task {
-    /// Its name, unique in the job (`split` and `merge` for the two steps).
+    /// Its name, unique in the job (`_split` and `_merge` for the two steps).
     pub name: String,
     /// What it does.
     pub kind: TaskKind,

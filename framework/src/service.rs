@@ -266,6 +266,7 @@ impl Service {
             expiry.abort();
         }
         wakeups.iter().for_each(tokio::task::JoinHandle::abort);
+        self.inner.manager.resign().await;
         self.inner.store.close().await;
         Ok(())
     }

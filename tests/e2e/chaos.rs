@@ -5,27 +5,25 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::json;
 use tessera_framework::jobs::SubmitJob;
 use tessera_framework::model::{FailureKind, Job, JobState, TaskState};
 use tessera_framework::pools::{NewPool, PoolSpec, ProviderSpec};
 use tessera_portal_api::client::Client;
 
-use crate::harness::{Server, eventually, hostile_assembly, plan_job, signal, wait};
+use crate::harness::{
+    Server, busy_tasks, eventually, hostile_assembly, job_outputs, plan_job, signal, wait,
+};
 
 const TASKS: usize = 500;
 const AGENT_KILLS: usize = 10;
 
 fn job() -> SubmitJob {
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|i| json!({"name": format!("t{i:03}"), "params": {"behaviour": "busy", "millis": 60}}))
-        .collect();
     SubmitJob {
         pool: Some("chaos".into()),
         // Attempts lost with their node are requeued without counting as
         // retries; a failed attempt would show below.
         max_task_retries: Some(0),
-        ..plan_job(json!(tasks), true)
+        ..plan_job(busy_tasks(TASKS, 60), true)
     }
 }
 
@@ -53,19 +51,6 @@ fn agent_pids(data: &Path) -> Vec<u32> {
         }
     }
     pids
-}
-
-/// Every output of a job: task, path, digest and size.
-async fn outputs(client: &Client, job: &str) -> Vec<(Option<String>, String, String, u64)> {
-    let mut all: Vec<_> = client
-        .outputs(job)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| (o.task, o.path, o.sha256.to_string(), o.size))
-        .collect();
-    all.sort();
-    all
 }
 
 async fn live_nodes(client: &Client, live: usize) {
@@ -118,7 +103,7 @@ async fn a_job_survives_killed_agents_and_a_killed_service_with_nothing_lost_or_
     // The fault-free run.
     let calm = wait(&c, &c.submit(&job()).await.unwrap().id).await;
     assert_eq!(calm.state, JobState::Completed, "{calm:#?}");
-    let expected = outputs(&c, &calm.id).await;
+    let expected = job_outputs(&c, &calm.id).await;
     assert_eq!(
         expected.iter().filter(|o| o.0.is_some()).count(),
         TASKS,
@@ -156,7 +141,7 @@ async fn a_job_survives_killed_agents_and_a_killed_service_with_nothing_lost_or_
     assert_eq!(done.state, JobState::Completed, "{done:#?}");
 
     // The merged result and every task's output equal the fault-free run's.
-    let got = outputs(&c, &id).await;
+    let got = job_outputs(&c, &id).await;
     assert_eq!(
         got, expected,
         "the outputs differ from the fault-free run's"

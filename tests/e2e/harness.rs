@@ -244,6 +244,39 @@ pub fn hostile_assembly() -> Vec<u8> {
     ])
 }
 
+/// The name of the `i`th task of `busy_tasks`.
+pub fn busy_task_name(i: usize) -> String {
+    format!("t{i:03}")
+}
+
+/// `count` tasks of the hostile app (`t000`, `t001`, ...) that each keep a
+/// core busy for `millis`.
+pub fn busy_tasks(count: usize, millis: u64) -> serde_json::Value {
+    serde_json::Value::Array(
+        (0..count)
+            .map(|i| {
+                serde_json::json!({
+                    "name": busy_task_name(i),
+                    "params": {"behaviour": "busy", "millis": millis},
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Every output of a job as (task, path, digest, size), sorted.
+pub async fn job_outputs(client: &Client, job: &str) -> Vec<(Option<String>, String, String, u64)> {
+    let mut all: Vec<_> = client
+        .outputs(job)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.task, o.path, o.sha256.to_string(), o.size))
+        .collect();
+    all.sort();
+    all
+}
+
 /// A job of the hostile app whose plan is `tasks` (JSON array of task
 /// objects) with or without a merge.
 pub fn plan_job(tasks: serde_json::Value, merge: bool) -> SubmitJob {
@@ -510,14 +543,30 @@ impl Server {
 
     /// Like [`Server::start`], listening on `listen`, with `args` added.
     pub async fn start_with(dir: &Path, listen: &str, args: &[&str]) -> Self {
+        Self::launch(dir, listen, args, dir).await
+    }
+
+    /// Another replica of the service that `first` started in its folder:
+    /// on `dir`, with `args` (which name the shared `--database` and
+    /// `--storage`), and the admin's credentials from `first`'s data.
+    pub async fn start_replica(dir: &Path, first: &Path, args: &[&str]) -> Self {
+        Self::launch(dir, "127.0.0.1:0", args, first).await
+    }
+
+    async fn launch(dir: &Path, listen: &str, args: &[&str], credentials: &Path) -> Self {
+        let named = |flag: &str| args.iter().any(|a| a.starts_with(flag));
         let log_path = dir.join("stderr.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .unwrap();
-        let storage = test_storage(dir).map(|location| format!("--storage={location}"));
-        let database = test_database(dir).map(|location| format!("--database={location}"));
+        let storage = test_storage(dir)
+            .filter(|_| !named("--storage"))
+            .map(|location| format!("--storage={location}"));
+        let database = test_database(dir)
+            .filter(|_| !named("--database"))
+            .map(|location| format!("--database={location}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .arg("serve")
             .arg("--data-dir")
@@ -542,7 +591,7 @@ impl Server {
                 )
             });
         let (account, key) = tessera_framework::accounts::read_credentials(
-            &tessera_framework::accounts::admin_credentials_path(&dir.join("data")),
+            &tessera_framework::accounts::admin_credentials_path(&credentials.join("data")),
         )
         .unwrap();
         let client = Client::new(url)

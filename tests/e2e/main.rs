@@ -20,6 +20,7 @@ mod nodes;
 mod pools;
 mod providers;
 mod render;
+mod replicas;
 mod restart;
 mod sandbox;
 mod testshard;

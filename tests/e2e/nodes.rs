@@ -16,7 +16,9 @@ use tessera_framework::protocol::{
 };
 use tessera_portal_api::node_client::NodeClient;
 
-use crate::harness::{Agent, TestService, eventually, files_under, output_text, plan_job};
+use crate::harness::{
+    Agent, TestService, busy_tasks, eventually, files_under, output_text, plan_job,
+};
 
 /// A service without an embedded node, the hostile app published, and a
 /// pool of the admin's called `name`.
@@ -39,12 +41,9 @@ async fn service_with_pool(
 }
 
 fn busy_job(pool: &str, count: usize, millis: u64) -> SubmitJob {
-    let tasks: Vec<_> = (0..count)
-        .map(|i| json!({"name": format!("t{i:02}"), "params": {"behaviour": "busy", "millis": millis}}))
-        .collect();
     SubmitJob {
         pool: Some(pool.into()),
-        ..plan_job(json!(tasks), false)
+        ..plan_job(busy_tasks(count, millis), false)
     }
 }
 

@@ -8,21 +8,15 @@ use serde_json::json;
 use tessera_framework::model::{JobState, LogStream, TaskState};
 use tessera_portal_api::client::Client;
 
-use crate::harness::{Server, eventually, hostile_assembly, output_text, plan_job};
+use crate::harness::{
+    Server, busy_task_name, busy_tasks, eventually, hostile_assembly, output_text, plan_job,
+};
 
 async fn publish_hostile(client: &Client) {
     client
         .publish_bytes("hostile", hostile_assembly(), None)
         .await
         .unwrap();
-}
-
-fn busy_tasks(count: usize, millis: u64) -> serde_json::Value {
-    json!(
-        (0..count)
-            .map(|i| json!({"name": format!("t{i:02}"), "params": {"behaviour": "busy", "millis": millis}}))
-            .collect::<Vec<_>>()
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +77,7 @@ async fn a_killed_service_finishes_its_jobs_after_a_restart() {
     }
     let outputs = c.outputs(id).await.unwrap();
     for i in 0..12 {
-        let name = format!("t{i:02}");
+        let name = busy_task_name(i);
         let mine: Vec<&str> = outputs
             .iter()
             .filter(|o| o.task.as_deref() == Some(name.as_str()))
@@ -93,7 +87,9 @@ async fn a_killed_service_finishes_its_jobs_after_a_restart() {
         assert_eq!(output_text(c, id, Some(&name), "ok.txt").await, name);
     }
     let merged = output_text(c, id, None, "merged.txt").await;
-    let expected: String = (0..12).map(|i| format!("t{i:02} ok.txt\n")).collect();
+    let expected: String = (0..12)
+        .map(|i| format!("{} ok.txt\n", busy_task_name(i)))
+        .collect();
     assert_eq!(merged, expected);
 
     // The job finished before the kill is intact.
@@ -153,7 +149,7 @@ async fn sigterm_stops_the_service_and_gives_running_tasks_back() {
     assert_eq!(job.state, JobState::Running, "{job:#?}");
     assert_eq!((job.progress.queued, job.progress.failed), (3, 0));
     for i in 0..3 {
-        let detail = c.task(id, &format!("t{i:02}")).await.unwrap();
+        let detail = c.task(id, &busy_task_name(i)).await.unwrap();
         assert_eq!(detail.task.state, TaskState::Queued);
         assert!(detail.attempt_history.is_empty(), "{detail:#?}");
     }

@@ -27,6 +27,11 @@ use crate::store::{ManagedPool, Store};
 /// Most agents started for one pool in one tick.
 const STARTS_PER_TICK: usize = 8;
 
+/// The service lease that lets one replica at a time tend the pools (the
+/// manager keeps each pool's history and the agents it stops in memory,
+/// and two managers would start agents twice).
+const LEASE: &str = "pool_manager";
+
 /// Settings of the pool manager.
 #[derive(Clone, Debug)]
 pub(crate) struct ManagerConfig {
@@ -116,8 +121,23 @@ impl PoolManager {
         })
     }
 
-    /// One look at every managed pool.
+    /// One look at every managed pool, if this replica is the one that
+    /// tends them: when replicas share the database, the one holding the
+    /// manager's lease (renewed every tick, taken over by another replica
+    /// ten ticks after this one stops renewing it).
     async fn tick(&self) -> Result<(), Error> {
+        let now = now_ms();
+        let ttl = (self.inner.config.tick * 10).max(Duration::from_secs(5));
+        let me = self.inner.scheduler.replica();
+        let until = now + ttl.as_millis() as i64;
+        if self.inner.store.is_shared()
+            && !self.inner.store.hold_lease(LEASE, me, now, until).await?
+        {
+            // Another replica tends the pools; what this one knew of them
+            // is stale by the time it takes over.
+            self.pools().clear();
+            return Ok(());
+        }
         let managed = self.inner.store.managed_pools().await?;
         let ids: HashSet<&str> = managed.iter().map(|p| p.id.as_str()).collect();
         self.pools().retain(|id, _| ids.contains(id.as_str()));
@@ -368,6 +388,7 @@ impl PoolManager {
     /// stopping, and they are of this machine), waiting up to `limit` for
     /// them to leave.
     pub(crate) async fn stop_local_agents(&self, limit: Duration) -> Result<(), Error> {
+        self.resign().await;
         let managed = self.inner.store.managed_pools().await?;
         let deadline = Instant::now() + limit;
         for pool in managed
@@ -389,6 +410,15 @@ impl PoolManager {
             }
         }
         Ok(())
+    }
+
+    /// Gives up the manager's lease (when this replica stops), so that
+    /// another replica takes over at once.
+    pub(crate) async fn resign(&self) {
+        let me = self.inner.scheduler.replica();
+        if let Err(e) = self.inner.store.drop_lease(LEASE, me).await {
+            tracing::warn!(error = %e, "giving up the pool manager's lease failed");
+        }
     }
 }
 

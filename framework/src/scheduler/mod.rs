@@ -163,6 +163,11 @@ impl Scheduler {
         self.inner.outbox[1].notify_one();
     }
 
+    /// This replica's name, unique to this process.
+    pub(crate) fn replica(&self) -> &str {
+        &self.inner.replica
+    }
+
     /// Passes wake-ups between this replica and the others sharing its
     /// database until the returned tasks are aborted (none on SQLite,
     /// which has no other replicas).

@@ -16,6 +16,10 @@ use crate::protocol::{
 };
 use crate::store::{Lease, Release, Tx};
 
+/// How long a node waiting for work waits at most between two looks at
+/// the queue, wake-ups aside.
+const RECHECK: Duration = Duration::from_secs(10);
+
 /// Longest node id prefix taken from a host name.
 const MAX_HOST_PREFIX: usize = 40;
 
@@ -294,7 +298,7 @@ impl Scheduler {
             let notified = self.inner.work.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let leased = {
+            let (leased, quotas) = {
                 let mut tx = self.inner.store.begin().await?;
                 let node = self.live_node(&mut tx, node_id).await?;
                 let leased = if node.state.takes_work() {
@@ -302,8 +306,9 @@ impl Scheduler {
                 } else {
                     Vec::new()
                 };
+                let quotas = leased.is_empty() && tx.has_running_task_quotas().await?;
                 tx.commit().await?;
-                leased
+                (leased, quotas)
             };
             if !leased.is_empty() {
                 return self.assignments(node_id, leased).await;
@@ -312,9 +317,18 @@ impl Scheduler {
             if now >= deadline {
                 return Ok(Vec::new());
             }
-            // Look again at least every second: another replica may have
-            // queued work this process was not told about.
-            let recheck = (now + Duration::from_secs(1)).min(deadline);
+            // Other replicas' work arrives as wake-ups too (PostgreSQL's
+            // NOTIFY); look again now and then all the same, in case one
+            // was lost with the listening connection.
+            // A task finishing makes room under a running-task quota
+            // without a wake-up: while there are such quotas, look every
+            // second.
+            let every = if quotas {
+                Duration::from_secs(1)
+            } else {
+                RECHECK
+            };
+            let recheck = (now + every).min(deadline);
             tokio::select! {
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(recheck) => {}

@@ -178,11 +178,13 @@ impl Store {
             .map_err(unreachable)?
             && let Err(e) = sqlx::Postgres::create_database(url).await
         {
-            // Another replica may have created it first.
+            // Another replica may have created it first (PostgreSQL says
+            // so as duplicate_database, or as a unique violation when both
+            // created it at once).
             let duplicate = e
                 .as_database_error()
                 .and_then(|d| d.code())
-                .is_some_and(|code| code == "42P04");
+                .is_some_and(|code| code == "42P04" || code == "23505");
             if !duplicate {
                 return Err(unreachable(e));
             }
@@ -229,6 +231,47 @@ impl Store {
         let value: String = row.try_get("value")?;
         crate::auth::decode_key(&value)
             .map_err(|e| Error::Internal(format!("the service secret `{name}` is corrupt: {e}")))
+    }
+
+    /// Whether other replicas may share this database (PostgreSQL; a
+    /// SQLite file belongs to one process).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
+    /// Takes the service lease `name` for `holder` until `until` (ms), or
+    /// renews it if `holder` has it; returns whether `holder` has it now.
+    /// Another holder's lease is taken only once it has expired (`now`).
+    pub(crate) async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "INSERT INTO service_leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+             expires_at = excluded.expires_at \
+             WHERE service_leases.holder = excluded.holder OR service_leases.expires_at < $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives up the service lease `name` if `holder` has it.
+    pub(crate) async fn drop_lease(&self, name: &str, holder: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM service_leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     /// Closes every connection.
@@ -371,6 +414,26 @@ pub(crate) mod tests {
                 .await
                 .unwrap();
             assert_eq!(missing, vec![crate::digest::Digest::of(b"y")]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_lease_has_one_holder_until_it_expires() {
+        for (_dir, store) in temp_stores().await {
+            assert!(store.hold_lease("manager", "a", 0, 100).await.unwrap());
+            assert!(!store.hold_lease("manager", "b", 50, 150).await.unwrap());
+            // Renewed by its holder, taken by another once it expired.
+            assert!(store.hold_lease("manager", "a", 90, 200).await.unwrap());
+            assert!(!store.hold_lease("manager", "b", 199, 300).await.unwrap());
+            assert!(store.hold_lease("manager", "b", 201, 300).await.unwrap());
+            assert!(!store.hold_lease("manager", "a", 250, 350).await.unwrap());
+            // Given up by its holder only.
+            store.drop_lease("manager", "a").await.unwrap();
+            assert!(!store.hold_lease("manager", "a", 260, 360).await.unwrap());
+            store.drop_lease("manager", "b").await.unwrap();
+            assert!(store.hold_lease("manager", "a", 270, 370).await.unwrap());
+            // Leases of other names are apart.
+            assert!(store.hold_lease("other", "b", 270, 370).await.unwrap());
         }
     }
 

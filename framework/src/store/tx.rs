@@ -671,6 +671,15 @@ impl Tx {
         Ok(leased)
     }
 
+    /// Whether some account has a `max_running_tasks` quota.
+    pub(crate) async fn has_running_task_quotas(&mut self) -> Result<bool, Error> {
+        let row =
+            sqlx::query("SELECT name FROM accounts WHERE max_running_tasks IS NOT NULL LIMIT 1")
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        Ok(row.is_some())
+    }
+
     /// For every account with a `max_running_tasks` quota, how many more
     /// of its tasks may run (zero or less: none).
     async fn running_task_rooms(&mut self) -> Result<HashMap<String, i64>, Error> {

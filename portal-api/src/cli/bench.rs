@@ -129,6 +129,12 @@ pub(super) async fn run_sample(
     Ok((job, secs))
 }
 
+/// A state or blob backend as a benchmark reports it: its location
+/// (passwords hidden) or `embedded` for the data folder's own.
+fn backend_name(location: Option<String>) -> String {
+    location.unwrap_or_else(|| "embedded".into())
+}
+
 /// `tessera bench throughput`.
 pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode> {
     let (embedded, _temp) = start(args.data_dir.clone(), &args.service).await?;
@@ -210,6 +216,8 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
             "raw_per_sec": round(raw_per_sec),
             "ratio": round(tasks_per_sec / raw_per_sec),
             "cpu_us_per_task": round(cpu_per_task * 1e6),
+            "database": backend_name(args.service.database.as_ref().map(ToString::to_string)),
+            "storage": backend_name(args.service.storage.as_ref().map(ToString::to_string)),
         })
     );
     Ok(ExitCode::SUCCESS)

@@ -29,6 +29,7 @@ impl ServiceArgs {
         }
         config.scheduler.task_memory_bytes = self.task_memory_mib << 20;
         config.scheduler.node_timeout = Duration::from_secs(self.node_timeout_secs.max(1));
+        config.scheduler.lease_timeout = config.scheduler.node_timeout;
         config.storage = self.storage.clone();
         config.database = self.database.clone();
         config
@@ -68,10 +69,20 @@ pub(super) async fn serve(args: super::ServeArgs) -> anyhow::Result<ExitCode> {
         embedded.url(),
         data_dir.display()
     );
-    println!(
-        "The admin account's credentials are in {} (TESSERA_ACCOUNT and TESSERA_KEY).",
-        embedded.service.admin_credentials_path().display()
-    );
+    let credentials = embedded.service.admin_credentials_path();
+    if credentials.exists() {
+        println!(
+            "The admin account's credentials are in {} (TESSERA_ACCOUNT and TESSERA_KEY).",
+            credentials.display()
+        );
+    } else {
+        println!(
+            "The admin account exists already and {} is not here: it was written where the \
+             account was made (another replica's data folder, or this one's before it was \
+             removed).",
+            credentials.display()
+        );
+    }
     shutdown_signal().await;
     eprintln!("Stopping: finishing requests, committing finished tasks, releasing the rest...");
     embedded.stop().await?;
