@@ -11,13 +11,16 @@
 #     bash .ci/postgres.sh stop /tmp/pg
 #
 # Subcommands:
-#   install     installs Debian's postgresql (with apt-get) unless a server
-#               is installed already.
+#   install     installs Debian's postgresql and openssl (with apt-get)
+#               unless both are installed already.
 #   start DIR   makes a cluster in DIR/data (superuser `tessera`, trusted on
 #               loopback only), starts it on 127.0.0.1, waits for it, and
 #               prints on stdout the `export` line the tests read:
 #               TESSERA_TEST_POSTGRES=postgres://tessera@127.0.0.1:PORT
-#               (each test makes its own database there).
+#               (each test makes its own database there). The server also
+#               speaks TLS, with a certificate for 127.0.0.1 signed by a CA
+#               made for the run: TESSERA_TEST_POSTGRES_CA names the CA's
+#               certificate (for `sslmode=verify-full&sslrootcert=...`).
 #   stop DIR    stops it. Safe to run twice.
 #
 # Port: $TESSERA_POSTGRES_PORT (default 55432).
@@ -51,14 +54,14 @@ as_server_user() {
 }
 
 cmd_install() {
-    if bindir >/dev/null; then
+    if bindir >/dev/null && command -v openssl >/dev/null; then
         log "PostgreSQL is installed in $(bindir)"
         return
     fi
-    log "installing postgresql from Debian's packages"
+    log "installing postgresql and openssl from Debian's packages"
     if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
     $sudo apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql openssl >&2
     bindir >/dev/null || die "postgresql installed, but no server found in /usr/lib/postgresql"
 }
 
@@ -73,15 +76,38 @@ cmd_start() {
     # The server user must reach its folder.
     chmod a+rx "$dir"
     if [ "$(id -u)" = 0 ]; then chown postgres "$dir/data"; fi
+    make_certificates "$dir"
     as_server_user "$bin/initdb" -D "$dir/data" -U tessera --auth=trust \
         --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
     as_server_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
         -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='' \
-            -c max_connections=400 -c shared_buffers=256MB" start >&2 \
+            -c max_connections=400 -c shared_buffers=256MB \
+            -c ssl=on -c ssl_cert_file='$dir/tls/server.crt' -c ssl_key_file='$dir/tls/server.key'" \
+        start >&2 \
         || { cat "$dir/data/server.log" >&2; die "PostgreSQL did not start on port $port"; }
     log "PostgreSQL is ready on 127.0.0.1:$port"
-    echo "export TESSERA_TEST_POSTGRES=postgres://tessera@127.0.0.1:$port"
+    echo "export TESSERA_TEST_POSTGRES=postgres://tessera@127.0.0.1:$port TESSERA_TEST_POSTGRES_CA=$dir/tls/ca.crt"
+}
+
+# A CA and a server certificate for 127.0.0.1 it signs, in DIR/tls.
+make_certificates() {
+    local tls=$1/tls
+    rm -rf "$tls"
+    mkdir -p "$tls"
+    command -v openssl >/dev/null || die "openssl is needed to make the test certificates"
+    openssl req -new -x509 -days 7 -nodes -subj /CN=tessera-test-ca \
+        -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+    openssl req -new -nodes -subj /CN=127.0.0.1 \
+        -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+    printf '%s\n' subjectAltName=IP:127.0.0.1 basicConstraints=CA:FALSE \
+        keyUsage=digitalSignature,keyEncipherment extendedKeyUsage=serverAuth >"$tls/ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" \
+        -CAcreateserial -days 7 -extfile "$tls/ext" -out "$tls/server.crt" 2>/dev/null
+    chmod 600 "$tls/server.key"
+    chmod a+rx "$tls"
+    chmod a+r "$tls/ca.crt" "$tls/server.crt"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$tls/server.key"; fi
 }
 
 cmd_stop() {

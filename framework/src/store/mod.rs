@@ -14,7 +14,8 @@
 //! change (a batch of task results and the job transitions they cause)
 //! commits atomically and is durable before anyone is told "ok"; a few
 //! single-statement writes (creating an account or a pool) are `Store`
-//! methods of their own. Each file holds one area: `tx` jobs and tasks,
+//! methods of their own. Each file holds one area: `tx` the transaction,
+//! files, app versions and jobs, `tasks` tasks, attempts and outputs,
 //! `nodes` nodes and their leases, `pools`, `accounts`, `queries` the
 //! reads of jobs, tasks and outputs, `dialect` the SQL that differs.
 
@@ -23,6 +24,7 @@ mod dialect;
 mod nodes;
 mod pools;
 mod queries;
+mod tasks;
 mod tx;
 mod wakeups;
 
@@ -39,7 +41,8 @@ pub(crate) use dialect::Dialect;
 pub(crate) use nodes::{Lease, NodeRow, Release};
 pub(crate) use pools::{ManagedPool, PoolRow};
 pub(crate) use queries::{JobListQuery, TaskListQuery};
-pub(crate) use tx::{AttemptRecord, CurrentTask, JobRecord, LeasedTask, NewTask, Tx};
+pub(crate) use tasks::{AttemptRecord, CurrentTask, LeasedTask, NewTask};
+pub(crate) use tx::{JobRecord, Tx};
 pub(crate) use wakeups::Wakeup;
 
 use crate::error::Error;
@@ -435,6 +438,50 @@ pub(crate) mod tests {
             // Leases of other names are apart.
             assert!(store.hold_lease("other", "b", 270, 370).await.unwrap());
         }
+    }
+
+    #[tokio::test]
+    async fn postgres_over_tls_is_encrypted_and_checks_the_servers_certificate() {
+        let (Ok(server), Ok(ca)) = (
+            std::env::var("TESSERA_TEST_POSTGRES"),
+            std::env::var("TESSERA_TEST_POSTGRES_CA"),
+        ) else {
+            eprintln!(
+                "SKIPPED: TESSERA_TEST_POSTGRES and TESSERA_TEST_POSTGRES_CA are not both set"
+            );
+            return;
+        };
+        let name = format!("tessera_unit_{}", uuid::Uuid::now_v7().simple());
+        let base = format!("{}/{name}", server.trim_end_matches('/'));
+        let verified = Database::Postgres(format!("{base}?sslmode=verify-full&sslrootcert={ca}"));
+        let store = Store::open(&verified).await.unwrap();
+        let row = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&store.read)
+            .await
+            .unwrap();
+        assert!(
+            row.try_get::<bool, _>("ssl").unwrap(),
+            "the connection is encrypted"
+        );
+        store.close().await;
+
+        // The server's own certificate is no CA: nothing it signs is trusted.
+        let server_cert = Path::new(&ca).with_file_name("server.crt");
+        let wrong = Database::Postgres(format!(
+            "{base}?sslmode=verify-full&sslrootcert={}",
+            server_cert.display()
+        ));
+        let err = Store::open(&wrong)
+            .await
+            .err()
+            .expect("an untrusted server is refused");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("cannot reach the PostgreSQL database"),
+            "{message}"
+        );
+        assert!(message.contains("certificate"), "{message}");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::tx::{AttemptRecord, CountDelta, json};
+use super::tasks::AttemptRecord;
+use super::tx::{CountDelta, json};
 use super::{LogRef, Tx, parse_column};
 use crate::error::Error;
 use crate::model::{Failure, FailureKind, NodeState, TaskKind, TaskState};

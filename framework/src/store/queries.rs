@@ -4,8 +4,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::LogRef;
+use super::tasks::{CurrentTask, select_current_tasks};
 use super::tx::json;
-use super::tx::{CurrentTask, JOB_COLUMNS, JobRecord, select_current_tasks};
+use super::tx::{JOB_COLUMNS, JobRecord};
 use super::{Store, parse_column, parse_digest, parse_failure, parse_json};
 use crate::digest::Digest;
 use crate::error::Error;
