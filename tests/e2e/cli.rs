@@ -74,6 +74,22 @@ async fn an_account_works_with_its_own_keys_through_the_cli() {
         )),
         keys
     );
+    // Rotating the secondary key leaves the primary one working.
+    let rotated = json_of(&tessera(
+        url,
+        alice,
+        &["account", "regenerate", "alice", "secondary", "--json"],
+    ));
+    assert_eq!(rotated["primary"], keys["primary"]);
+    assert_ne!(rotated["secondary"], keys["secondary"]);
+    assert_eq!(
+        json_of(&tessera(
+            url,
+            alice,
+            &["account", "keys", "alice", "--json"]
+        )),
+        rotated
+    );
     let accounts = json_of(&tessera(url, alice, &["account", "list", "--json"]));
     assert_eq!(accounts[0]["quotas"]["max_pending_jobs"], 5);
     assert_eq!(

@@ -156,10 +156,10 @@ pub(super) async fn account(command: AccountCommand) -> anyhow::Result<ExitCode>
         }
         AccountCommand::Regenerate {
             name,
-            key,
+            which,
             connection,
         } => {
-            let which = if key == "primary" {
+            let which = if which == "primary" {
                 KeyName::Primary
             } else {
                 KeyName::Secondary

@@ -175,8 +175,8 @@ enum AccountCommand {
         /// The account's name.
         name: String,
         /// Which key to replace.
-        #[arg(long, value_parser = ["primary", "secondary"])]
-        key: String,
+        #[arg(value_parser = ["primary", "secondary"])]
+        which: String,
         #[command(flatten)]
         connection: Connection,
     },
