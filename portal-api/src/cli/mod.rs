@@ -454,4 +454,31 @@ mod tests {
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
     }
+
+    /// Every flag of a command and its subcommands' (clap checks this only
+    /// in debug builds, and the tests run in release).
+    fn duplicate_flags(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+        let mut seen = std::collections::HashSet::new();
+        for arg in cmd.get_arguments() {
+            let flags = arg.get_long().map(|l| format!("--{l}")).into_iter();
+            let flags = flags.chain(arg.get_short().map(|c| format!("-{c}")));
+            for flag in flags {
+                if !seen.insert(flag.clone()) {
+                    found.push(format!("{path} {flag}"));
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            duplicate_flags(sub, &format!("{path} {}", sub.get_name()), found);
+        }
+    }
+
+    #[test]
+    fn no_command_takes_one_flag_twice() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut found = Vec::new();
+        duplicate_flags(&cmd, "tessera", &mut found);
+        assert!(found.is_empty(), "flags given twice: {found:?}");
+    }
 }
