@@ -3,6 +3,7 @@
 //! downloads with its own keys; missing or wrong keys and other accounts'
 //! pools are refused with the reason.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -11,16 +12,21 @@ use tessera_framework::accounts::{admin_credentials_path, read_credentials};
 
 use crate::harness::{TestService, hostile_assembly};
 
-/// Runs `tessera ARGS` against `url` signing as `account` with `key`.
-fn tessera(url: &str, (account, key): (&str, &str), args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
+/// `tessera ARGS` against `url` signing as `account` with `key`.
+fn command(url: &str, (account, key): (&str, &str), args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command
         .args(args)
         .env("TESSERA_URL", url)
         .env("TESSERA_ACCOUNT", account)
         .env("TESSERA_KEY", key)
-        .env_remove("TESSERA_LOG")
-        .output()
-        .unwrap()
+        .env_remove("TESSERA_LOG");
+    command
+}
+
+/// Runs `tessera ARGS` against `url` signing as `account` with `key`.
+fn tessera(url: &str, as_account: (&str, &str), args: &[&str]) -> Output {
+    command(url, as_account, args).output().unwrap()
 }
 
 /// The JSON a successful command printed.
@@ -207,4 +213,26 @@ async fn an_account_works_with_its_own_keys_through_the_cli() {
         "pool `gpu` was not found",
     );
     svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_command_whose_output_is_closed_ends_without_a_panic() {
+    let svc = TestService::start(0).await;
+    let (admin, key) = read_credentials(&admin_credentials_path(svc.dir.path())).unwrap();
+    // The reading end is closed before the command writes a byte.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = command(svc.client.url(), (&admin, &key), &["pool", "list"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
 }

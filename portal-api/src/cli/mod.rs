@@ -400,6 +400,12 @@ enum BenchCommand {
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Account(_) | Command::Pool(_) | Command::App(_) | Command::Job(_)
+    ) {
+        end_quietly_on_closed_stdout();
+    }
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -417,6 +423,19 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Lets a client command end quietly when its standard output is closed
+/// (`tessera job list | head`), as other Unix tools do, instead of
+/// panicking in `println!`. Only client commands: a service keeps ignoring
+/// SIGPIPE (Rust's default). Sockets are unaffected either way, as Rust
+/// sends on them with `MSG_NOSIGNAL` and sees `EPIPE` as an error.
+fn end_quietly_on_closed_stdout() {
+    // SAFETY: sets a signal's disposition to the default before any other
+    // thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
