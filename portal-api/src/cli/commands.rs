@@ -29,7 +29,6 @@ impl ServiceArgs {
         }
         config.scheduler.task_memory_bytes = self.task_memory_mib << 20;
         config.scheduler.node_timeout = Duration::from_secs(self.node_timeout_secs.max(1));
-        config.scheduler.lease_timeout = config.scheduler.node_timeout;
         config.storage = self.storage.clone();
         config.database = self.database.clone();
         config

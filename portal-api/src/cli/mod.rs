@@ -85,9 +85,7 @@ pub struct ServiceArgs {
     /// Memory limit of one task attempt, in MiB.
     #[arg(long, env = "TESSERA_TASK_MEMORY_MIB", default_value_t = 1024)]
     task_memory_mib: u64,
-    /// Seconds of silence after which a node is presumed lost and its tasks
-    /// requeued (and a leased task its node's heartbeats do not confirm
-    /// goes back to the queue).
+    /// Seconds of silence after which a node is presumed lost and its tasks requeued.
     #[arg(long, env = "TESSERA_NODE_TIMEOUT_SECS", default_value_t = 30)]
     node_timeout_secs: u64,
     /// Where files are kept (default: the data folder's `files`): a local
