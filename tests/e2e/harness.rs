@@ -264,6 +264,14 @@ pub fn busy_tasks(count: usize, millis: u64) -> serde_json::Value {
     )
 }
 
+/// A job of `busy_tasks(count, millis)` on `pool`, with or without a merge.
+pub fn busy_job(pool: &str, count: usize, millis: u64, merge: bool) -> SubmitJob {
+    SubmitJob {
+        pool: Some(pool.into()),
+        ..plan_job(busy_tasks(count, millis), merge)
+    }
+}
+
 /// Every output of a job as (task, path, digest, size), sorted.
 pub async fn job_outputs(client: &Client, job: &str) -> Vec<(Option<String>, String, String, u64)> {
     let mut all: Vec<_> = client

@@ -17,7 +17,7 @@ use tessera_framework::protocol::{
 use tessera_portal_api::node_client::NodeClient;
 
 use crate::harness::{
-    Agent, TestService, busy_tasks, eventually, files_under, output_text, plan_job,
+    Agent, TestService, busy_job, eventually, files_under, output_text, plan_job,
 };
 
 /// A service without an embedded node, the hostile app published, and a
@@ -38,13 +38,6 @@ async fn service_with_pool(
         .await
         .unwrap();
     (svc, pool)
-}
-
-fn busy_job(pool: &str, count: usize, millis: u64) -> SubmitJob {
-    SubmitJob {
-        pool: Some(pool.into()),
-        ..plan_job(busy_tasks(count, millis), false)
-    }
 }
 
 fn registration(pool: &str) -> NodeRegistration {
@@ -86,7 +79,7 @@ async fn two_node_agents_on_loopback_share_one_jobs_tasks() {
         "pool show never shows the token"
     );
 
-    let job = svc.run(busy_job("farm", 12, 150)).await;
+    let job = svc.run(busy_job("farm", 12, 150, false)).await;
     assert_eq!(job.state, JobState::Completed, "{job:#?}");
     let tasks = svc
         .client
@@ -182,7 +175,7 @@ async fn wrong_and_replaced_tokens_are_refused_and_the_agent_stops() {
     assert!(log.contains("join token"), "{log}");
     // The new token works.
     let fresh = Agent::start(&url, &pool.id, &new_token, 1, &svc.dir.path().join("fresh")).await;
-    let job = svc.run(busy_job("farm", 2, 10)).await;
+    let job = svc.run(busy_job("farm", 2, 10, false)).await;
     assert_eq!(job.state, JobState::Completed, "{job:#?}");
     drop(fresh);
     svc.stop().await;
@@ -209,7 +202,10 @@ async fn hostile_nodes_cannot_act_for_other_nodes_or_pools_or_name_files_they_di
     let b_node = b_client.register(registration(&b_pool.id)).await.unwrap();
 
     // Pool b's work is not for pool a's nodes, whatever id they use.
-    svc.client.submit(&busy_job("b", 1, 10)).await.unwrap();
+    svc.client
+        .submit(&busy_job("b", 1, 10, false))
+        .await
+        .unwrap();
     let err = a_client
         .lease(&b_node.node_id, 10, Duration::ZERO)
         .await
@@ -228,7 +224,7 @@ async fn hostile_nodes_cannot_act_for_other_nodes_or_pools_or_name_files_they_di
         .client
         .submit(&SubmitJob {
             max_task_retries: Some(1),
-            ..busy_job("a", 1, 10)
+            ..busy_job("a", 1, 10, false)
         })
         .await
         .unwrap();
@@ -405,7 +401,11 @@ async fn work_of_a_node_that_vanishes_runs_elsewhere_and_a_refused_node_serves_o
     let token = pool.join_token.clone().unwrap();
     let ghost_client = NodeClient::new(&url, &pool.id, &token).unwrap();
     let ghost = ghost_client.register(registration(&pool.id)).await.unwrap();
-    let job = svc.client.submit(&busy_job("farm", 4, 10)).await.unwrap();
+    let job = svc
+        .client
+        .submit(&busy_job("farm", 4, 10, false))
+        .await
+        .unwrap();
     // The ghost leases the split and is never heard from again.
     let leased = eventually(Duration::from_secs(30), "a lease", || async {
         let got = ghost_client
@@ -456,7 +456,11 @@ async fn work_of_a_node_that_vanishes_runs_elsewhere_and_a_refused_node_serves_o
     // A live node whose report is refused keeps serving other work.
     let stale = ghost_client.register(registration(&pool.id)).await.unwrap();
     drop(agent);
-    let job = svc.client.submit(&busy_job("farm", 1, 10)).await.unwrap();
+    let job = svc
+        .client
+        .submit(&busy_job("farm", 1, 10, false))
+        .await
+        .unwrap();
     let mut late = late;
     late.key.job_id = job.id.clone();
     let reply = ghost_client.commit(&stale.node_id, &[late]).await.unwrap();
@@ -608,7 +612,7 @@ async fn a_start_task_prepares_each_node_and_a_failing_one_keeps_the_node_out_of
         reason.contains("exited with status 1") && reason.contains("echo-stderr"),
         "{reason}"
     );
-    let waiting = c.submit(&busy_job("broken", 1, 10)).await.unwrap();
+    let waiting = c.submit(&busy_job("broken", 1, 10, false)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let split = c.task(&waiting.id, "_split").await.unwrap().task;
     assert_eq!(split.state, TaskState::Queued, "{split:#?}");

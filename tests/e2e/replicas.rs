@@ -15,15 +15,13 @@ use std::time::Duration;
 
 use tessera_framework::accounts::Quotas;
 use tessera_framework::digest::Digest;
-use tessera_framework::jobs::SubmitJob;
 use tessera_framework::model::{FailureKind, Job, JobState, TaskKind, TaskState};
 use tessera_framework::pools::NewPool;
 use tessera_portal_api::client::{Client, ClientError};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{
-    Agent, Server, busy_tasks, eventually, hostile_assembly, job_outputs, output, plan_job,
-    test_storage, wait,
+    Agent, Server, busy_job, eventually, hostile_assembly, job_outputs, output, test_storage, wait,
 };
 
 /// The PostgreSQL server to test on, or `None` (and a note) without one.
@@ -147,13 +145,6 @@ async fn pool(c: &Client, name: &str) -> (String, String) {
     (pool.id.clone(), pool.join_token.clone().unwrap())
 }
 
-fn busy_job(pool: &str, count: usize, millis: u64) -> SubmitJob {
-    SubmitJob {
-        pool: Some(pool.into()),
-        ..plan_job(busy_tasks(count, millis), true)
-    }
-}
-
 /// Every task of a job by state, counted from the task list.
 async fn recount(client: &Client, job: &Job) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
@@ -199,7 +190,10 @@ async fn a_job_survives_a_killed_replica_through_the_other_with_nothing_lost_or_
     let _b = Agent::start(&balancer.url, &pool, &token, 1, &replicas.path("agent-b")).await;
 
     // The fault-free run, submitted on one replica and watched on the other.
-    let calm = on_first.submit(&busy_job("shared", 200, 40)).await.unwrap();
+    let calm = on_first
+        .submit(&busy_job("shared", 200, 40, true))
+        .await
+        .unwrap();
     let calm = wait(&on_second, &calm.id).await;
     assert_eq!(calm.state, JobState::Completed, "{calm:#?}");
     let expected = job_outputs(&on_second, &calm.id).await;
@@ -208,7 +202,7 @@ async fn a_job_survives_a_killed_replica_through_the_other_with_nothing_lost_or_
 
     // The same job, submitted on the first replica, which is killed mid-job.
     let id = on_first
-        .submit(&busy_job("shared", 200, 40))
+        .submit(&busy_job("shared", 200, 40, true))
         .await
         .unwrap()
         .id;
@@ -293,7 +287,10 @@ async fn many_clients_submitting_and_cancelling_on_two_replicas_leave_every_job_
         runs.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             for n in 0..6usize {
-                let job = submit_on.submit(&busy_job("shared", 6, 20)).await.unwrap();
+                let job = submit_on
+                    .submit(&busy_job("shared", 6, 20, true))
+                    .await
+                    .unwrap();
                 let cancel = n % 2 == 1;
                 if cancel {
                     if n % 4 == 3 {
@@ -397,7 +394,7 @@ async fn a_pending_jobs_quota_holds_across_replicas_submitting_at_once() {
     for n in 0..12usize {
         let client = on[n % 2].clone();
         submits.push(tokio::spawn(async move {
-            client.submit(&busy_job("idle", 1, 10)).await
+            client.submit(&busy_job("idle", 1, 10, true)).await
         }));
     }
     let (mut accepted, mut refused) = (0, 0);

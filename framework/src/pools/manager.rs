@@ -388,7 +388,6 @@ impl PoolManager {
     /// stopping, and they are of this machine), waiting up to `limit` for
     /// them to leave.
     pub(crate) async fn stop_local_agents(&self, limit: Duration) -> Result<(), Error> {
-        self.resign().await;
         let managed = self.inner.store.managed_pools().await?;
         let deadline = Instant::now() + limit;
         for pool in managed
@@ -412,8 +411,8 @@ impl PoolManager {
         Ok(())
     }
 
-    /// Gives up the manager's lease (when this replica stops), so that
-    /// another replica takes over at once.
+    /// Gives up the manager's lease (when this replica stops, after its
+    /// manager task has ended), so that another replica takes over at once.
     pub(crate) async fn resign(&self) {
         let me = self.inner.scheduler.replica();
         if let Err(e) = self.inner.store.drop_lease(LEASE, me).await {
